@@ -1,0 +1,117 @@
+"""Read-only facts about the host: mounts, sysctls, cgroup layout, processes. No side effects."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_point: str
+    fstype: str
+    source: str
+    options: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Parse /proc/PID/mountinfo (see proc(5)); later lines over-mount earlier ones."""
+    mounts = []
+    for line in text.splitlines():
+        if " - " not in line:
+            continue
+        left, right = line.split(" - ", 1)
+        left_fields = left.split()
+        right_fields = right.split()
+        if len(left_fields) < 6 or len(right_fields) < 2:
+            continue
+        mounts.append(
+            Mount(
+                mount_point=_unescape(left_fields[4]),
+                fstype=right_fields[0],
+                source=_unescape(right_fields[1]),
+                options=left_fields[5],
+            )
+        )
+    return mounts
+
+
+def mounts(pid: int | str = "self") -> list[Mount]:
+    return parse_mountinfo((PROC / str(pid) / "mountinfo").read_text())
+
+
+def mount_containing(path: str | os.PathLike[str], mount_list: list[Mount]) -> Mount | None:
+    """The mount that holds path: the longest matching mount point, the last one mounted."""
+    target = os.path.realpath(path)
+    best: Mount | None = None
+    for mount in mount_list:
+        point = mount.mount_point
+        if target == point or target.startswith(point.rstrip("/") + "/") or point == "/":
+            if best is None or len(point) >= len(best.mount_point):
+                best = mount
+    return best
+
+
+def is_mount_point(path: str | os.PathLike[str], mount_list: list[Mount]) -> bool:
+    target = os.path.realpath(path)
+    return any(m.mount_point == target for m in mount_list)
+
+
+def has_hybrid_cgroups(mount_list: list[Mount]) -> bool:
+    """cgroup v1 controllers plus cgroup2 at /sys/fs/cgroup/unified: libvirt 9's LXC driver
+    then fails every start with 'Unable to create directory /sys/fs/cgroup/unified'."""
+    has_v1 = any(m.fstype == "cgroup" for m in mount_list)
+    has_unified = any(
+        m.fstype == "cgroup2" and m.mount_point == "/sys/fs/cgroup/unified" for m in mount_list
+    )
+    return has_v1 and has_unified
+
+
+def read_sysctl(name: str) -> str | None:
+    path = PROC / "sys" / name.replace(".", "/")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def pids_of(program: str) -> list[int]:
+    """PIDs whose executable name is program (like pgrep -x)."""
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == program:
+            found.append(int(entry.name))
+    return found
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def systemd_is_init() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

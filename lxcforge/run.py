@@ -1,0 +1,103 @@
+"""Run external programs. The only module that imports `sh`.
+
+Every command is logged as '+ argv' at debug level, gets /dev/null as stdin unless
+input is given, runs with a C.UTF-8 locale, and a missing program or a non-zero exit
+becomes one readable CommandFailed/HostNotReady carrying the tail of stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import sh
+
+from lxcforge.errors import CommandFailed, HostNotReady
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:])
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    cwd: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+    hint: str | None = None,
+) -> Result:
+    """Run argv and return its result; raise CommandFailed on a non-zero exit when check."""
+    argv = [str(a) for a in argv]
+    log.debug("+ %s", shlex.join(argv))
+    full_env = dict(os.environ)
+    full_env.update({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
+    if env:
+        full_env.update(env)
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound:
+        raise HostNotReady(
+            f"program not found: {argv[0]}",
+            hint="install it (vagrant/provision.sh installs everything lxcforge uses)",
+        ) from None
+    stdout_parts: list[str] = []
+
+    def collect(line: str) -> None:
+        stdout_parts.append(line)
+        if on_line is not None:
+            on_line(line.rstrip("\n"))
+
+    kwargs: dict[str, object] = {
+        "_env": full_env,
+        "_ok_code": list(range(256)),
+        "_return_cmd": True,
+        "_in": input if input is not None else open(os.devnull, "rb"),
+        "_cwd": cwd,
+        "_tty_out": False,
+    }
+    if on_line is not None:
+        kwargs["_out"] = collect
+    try:
+        finished = command(*argv[1:], **kwargs)
+    finally:
+        if input is None:
+            stdin = kwargs["_in"]
+            if hasattr(stdin, "close"):
+                stdin.close()
+    stdout = "".join(stdout_parts) if on_line is not None else _decode(finished.stdout)
+    stderr = _decode(finished.stderr)
+    result = Result(finished.exit_code, stdout, stderr)
+    if check and result.returncode != 0:
+        raise CommandFailed(argv, result.returncode, _tail(stderr or stdout), hint=hint)
+    return result
+
+
+def _decode(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def which(program: str) -> str | None:
+    """The full path of program on PATH, or None."""
+    return shutil.which(program)

@@ -1,0 +1,323 @@
+"""The btrfs store: bases/, containers/, cache/, locks/, tmp/. The only module that imports btrfsutil.
+
+The store is a directory on btrfs, used as it is, or (the embedded default, like LXD's loop
+pool) a sparse btrfs image file mounted on the store directory. A detached pool (after a
+reboot or an unmount) is re-attached by the next command that needs the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import btrfsutil
+
+from lxcforge import host
+from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
+from lxcforge.run import run
+
+log = logging.getLogger(__name__)
+
+SUBDIRS = ("bases", "containers", "cache", "locks", "tmp")
+
+
+class StoreState(enum.StrEnum):
+    READY = "ready"  # on btrfs, usable
+    DETACHED = "detached"  # the pool image exists but is not mounted
+    ABSENT = "absent"  # nothing yet: the first command creates a loop pool
+    NOT_BTRFS = "not-btrfs"  # a non-empty directory on another filesystem
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    state: StoreState
+    fstype: str | None
+    loop_pool: bool
+    detail: str
+
+
+class Store:
+    def __init__(self, root: Path, pool_image: Path, pool_size: str = "64G") -> None:
+        self.root = root
+        self.pool_image = pool_image
+        self.pool_size = pool_size
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def bases(self) -> Path:
+        return self.root / "bases"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def base_path(self, name: str) -> Path:
+        return self.bases / name
+
+    def container_path(self, name: str) -> Path:
+        return self.containers / name
+
+    # -- state ----------------------------------------------------------------------------
+    def status(self) -> StoreStatus:
+        """What the store is now, without changing anything."""
+        mount_list = host.mounts()
+        if self.root.is_dir():
+            mount = host.mount_containing(self.root, mount_list)
+            fstype = mount.fstype if mount else None
+            mounted_here = host.is_mount_point(self.root, mount_list)
+            loop = mounted_here and self.pool_image.exists()
+            if fstype == "btrfs":
+                detail = f"btrfs loop pool {self.pool_image}" if loop else "btrfs directory"
+                return StoreStatus(StoreState.READY, fstype, loop, detail)
+            if self.pool_image.exists():
+                return StoreStatus(
+                    StoreState.DETACHED, fstype, True, f"pool {self.pool_image} is not mounted"
+                )
+            if any(self.root.iterdir()):
+                return StoreStatus(
+                    StoreState.NOT_BTRFS, fstype, False, f"{self.root} is on {fstype}, not btrfs"
+                )
+            return StoreStatus(StoreState.ABSENT, fstype, False, "empty directory, no pool yet")
+        if self.pool_image.exists():
+            return StoreStatus(StoreState.DETACHED, None, True, f"pool {self.pool_image} is not mounted")
+        return StoreStatus(StoreState.ABSENT, None, False, f"{self.root} does not exist yet")
+
+    def ensure(self) -> Store:
+        """Make the store usable: attach or create the loop pool as needed, lay out the
+        directories, and remove temporary subvolumes left by builds that died."""
+        with self._host_lock():
+            status = self.status()
+            if status.state is StoreState.NOT_BTRFS:
+                raise HostNotReady(
+                    f"store {self.root} is not on btrfs and is not empty",
+                    hint="point --store (or LXCFORGE_STORE) at a btrfs directory or at an empty one "
+                    "(lxcforge then creates a loop-file btrfs pool there)",
+                )
+            if status.state is not StoreState.READY:
+                _require_root("attach the store")
+                if status.state is StoreState.ABSENT:
+                    self._create_pool()
+                self._mount_pool()
+            for sub in SUBDIRS:
+                (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+        self.remove_stale_tmp()
+        return self
+
+    def require_ready(self) -> None:
+        status = self.status()
+        if status.state is not StoreState.READY:
+            raise HostNotReady(
+                f"store {self.root} is not ready: {status.detail}",
+                hint="run 'lxcforge store attach'",
+            )
+
+    def detach(self) -> None:
+        """Unmount the loop pool (the image stays; the next command re-attaches it)."""
+        status = self.status()
+        if status.state is StoreState.READY and status.loop_pool:
+            run(["umount", str(self.root)])
+
+    def _create_pool(self) -> None:
+        log.info("creating loop pool %s (%s, sparse) for store %s", self.pool_image, self.pool_size, self.root)
+        self.pool_image.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.pool_image.with_name(self.pool_image.name + ".partial")
+        try:
+            run(["truncate", "-s", self.pool_size, str(partial)])
+            run(["mkfs.btrfs", "-q", "-L", "lxcforge", str(partial)])
+            partial.rename(self.pool_image)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _mount_pool(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # noatime: an atime update on a snapshot would un-share its metadata.
+        run(
+            ["mount", "-t", "btrfs", "-o", "loop,noatime", str(self.pool_image), str(self.root)],
+            hint=f"check that {self.pool_image} is a btrfs image and that loop devices are available",
+        )
+
+    @contextlib.contextmanager
+    def _host_lock(self) -> Iterator[None]:
+        # One attach at a time per store, across processes; lives outside the store itself.
+        digest = hashlib.sha1(str(self.root.absolute()).encode()).hexdigest()[:12]
+        lock_dir = Path("/run/lock") if host.is_root() else Path("/tmp")
+        with _flock(lock_dir / f"lxcforge-store-{digest}.lock", blocking=True):
+            yield
+
+    # -- locks ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, *, blocking: bool = True) -> Iterator[None]:
+        """An exclusive lock on name (a container, a base, 'addresses'), across processes."""
+        with _flock(self.locks / f"{name}.lock", blocking=blocking):
+            yield
+
+    # -- subvolumes -----------------------------------------------------------------------
+    def new_tmp_subvolume(self, purpose: str) -> TmpSubvolume:
+        return TmpSubvolume(self, purpose)
+
+    def remove_stale_tmp(self) -> list[str]:
+        """Delete tmp/ entries whose owner no longer holds their lock (a killed build)."""
+        removed = []
+        if not self.tmp.is_dir():
+            return removed
+        for entry in sorted(self.tmp.iterdir()):
+            try:
+                with _flock(self.locks / f"tmp-{entry.name}.lock", blocking=False):
+                    delete_tree(entry)
+                    removed.append(entry.name)
+                (self.locks / f"tmp-{entry.name}.lock").unlink(missing_ok=True)
+            except BlockingIOError:
+                continue
+        if removed:
+            log.info("removed leftovers of interrupted builds: %s", ", ".join(removed))
+        return removed
+
+
+class TmpSubvolume:
+    """A subvolume under tmp/ owned by this process (it holds the lock while it works).
+    If the process dies, the lock goes with it and the next command deletes the leftover."""
+
+    def __init__(self, store: Store, purpose: str) -> None:
+        self.store = store
+        self.name = f"{purpose}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.path = store.tmp / self.name
+        self._lock_path = store.locks / f"tmp-{self.name}.lock"
+        self._lock_cm: contextlib.AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> TmpSubvolume:
+        self._lock_cm = _flock(self._lock_path, blocking=False)
+        self._lock_cm.__enter__()
+        create_subvolume(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.path.exists():
+                delete_tree(self.path)
+        finally:
+            assert self._lock_cm is not None
+            self._lock_cm.__exit__(None, None, None)
+            self._lock_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, blocking: bool) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)
+
+
+def _require_root(action: str) -> None:
+    if not host.is_root():
+        raise HostNotReady(f"must run as root to {action}", hint="run lxcforge with sudo")
+
+
+def _btrfs_error(exc: btrfsutil.BtrfsUtilError, action: str, path: Path) -> LxcforgeError:
+    return LxcforgeError(f"cannot {action} {path}: {exc.strerror or exc}",
+                         hint="check that the store is on btrfs ('lxcforge doctor')")
+
+
+# -- subvolume primitives (module level: they need no store) --------------------------------
+def create_subvolume(path: Path) -> None:
+    if path.exists():
+        raise AlreadyExists(f"{path} already exists", hint="remove it first")
+    try:
+        btrfsutil.create_subvolume(str(path))
+    except btrfsutil.BtrfsUtilError as exc:
+        raise _btrfs_error(exc, "create subvolume", path) from exc
+
+
+def snapshot(source: Path, dest: Path, *, read_only: bool = False) -> None:
+    if not source.exists():
+        raise NotFound(f"{source} does not exist")
+    if dest.exists():
+        raise AlreadyExists(f"{dest} already exists", hint="remove it first")
+    try:
+        btrfsutil.create_snapshot(str(source), str(dest), read_only=read_only)
+    except btrfsutil.BtrfsUtilError as exc:
+        raise _btrfs_error(exc, "snapshot", source) from exc
+
+
+def is_subvolume(path: Path) -> bool:
+    try:
+        return bool(btrfsutil.is_subvolume(str(path)))
+    except btrfsutil.BtrfsUtilError:
+        return False
+
+
+def set_read_only(path: Path, read_only: bool = True) -> None:
+    try:
+        btrfsutil.set_subvolume_read_only(str(path), read_only)
+    except btrfsutil.BtrfsUtilError as exc:
+        raise _btrfs_error(exc, "change read-only flag of", path) from exc
+
+
+def is_read_only(path: Path) -> bool:
+    return bool(btrfsutil.get_subvolume_read_only(str(path)))
+
+
+def delete_subvolume(path: Path) -> None:
+    """Delete a subvolume and any subvolumes nested in it (systemd creates some)."""
+    try:
+        btrfsutil.delete_subvolume(str(path), recursive=True)
+    except btrfsutil.BtrfsUtilError as exc:
+        raise _btrfs_error(exc, "delete subvolume", path) from exc
+
+
+def delete_tree(path: Path) -> None:
+    """Delete path whether it is a subvolume or a plain directory (a build that died early)."""
+    if is_subvolume(path):
+        if is_read_only(path):
+            set_read_only(path, False)
+        delete_subvolume(path)
+    elif path.is_dir() and not path.is_symlink():
+        run(["rm", "-rf", "--one-file-system", "--", str(path)])
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def exclusive_bytes(path: Path) -> int | None:
+    """Bytes only this subvolume holds (not shared with its base), without needing quotas."""
+    result = run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=False)
+    if result.returncode != 0:
+        return None
+    for line in result.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[1].isdigit():
+            return int(parts[1])
+    return None
+
+
+def quotas_enabled(path: Path) -> bool | None:
+    """True when btrfs qgroups are on for the filesystem holding path (None: cannot tell)."""
+    result = run(["btrfs", "qgroup", "show", str(path)], check=False)
+    if result.returncode == 0:
+        return True
+    if "quota" in result.stderr.lower() and "not enabled" in result.stderr.lower():
+        return False
+    return None

@@ -1,0 +1,266 @@
+"""libvirt: the connection, domains, networks, DHCP host entries, leases.
+The only module that imports `libvirt`; everything else sees plain data and LxcforgeErrors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import libvirt
+
+from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
+
+log = logging.getLogger(__name__)
+
+# libvirt prints every error to stderr by default; we report them ourselves.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+START_HINT = "start libvirtd (vagrant/provision.sh does it), then run 'lxcforge doctor'"
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    active: bool
+    persistent: bool
+    autostart: bool
+    bridge: str | None
+    xml: str
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: str
+    xml: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    hostname: str | None
+    expiry: int
+
+
+def _message(exc: libvirt.libvirtError) -> str:
+    return (exc.get_error_message() or str(exc)).strip()
+
+
+class Virt:
+    """A connection to libvirtd at uri (lxc:/// by default)."""
+
+    def __init__(self, uri: str = "lxc:///") -> None:
+        self.uri = uri
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HostNotReady(f"cannot connect to libvirtd at {uri}: {_message(exc)}",
+                               hint=START_HINT) from exc
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def __enter__(self) -> Virt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- host -----------------------------------------------------------------------------
+    def versions(self) -> dict[str, str]:
+        def fmt(v: int) -> str:
+            return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+
+        return {
+            "libvirt": fmt(self.conn.getLibVersion()),
+            "driver": self.conn.getType(),
+            "kernel": fmt(self.conn.getVersion()),
+        }
+
+    # -- networks -------------------------------------------------------------------------
+    def _net(self, name: str) -> libvirt.virNetwork:
+        try:
+            return self.conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                raise NotFound(f"network {name!r} does not exist",
+                               hint="list networks with 'virsh -c lxc:/// net-list --all'") from exc
+            raise LxcforgeError(f"network {name!r}: {_message(exc)}") from exc
+
+    def network(self, name: str) -> NetworkInfo | None:
+        try:
+            net = self._net(name)
+        except NotFound:
+            return None
+        try:
+            bridge = net.bridgeName()
+        except libvirt.libvirtError:
+            bridge = None
+        return NetworkInfo(
+            name=name,
+            active=bool(net.isActive()),
+            persistent=bool(net.isPersistent()),
+            autostart=bool(net.autostart()),
+            bridge=bridge,
+            xml=net.XMLDesc(0),
+        )
+
+    def networks(self) -> list[str]:
+        return sorted(n.name() for n in self.conn.listAllNetworks(0))
+
+    def define_network(self, xml: str, *, start: bool = True, autostart: bool = False) -> None:
+        try:
+            net = self.conn.networkDefineXML(xml)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NETWORK_EXIST, libvirt.VIR_ERR_OPERATION_FAILED):
+                raise AlreadyExists(f"cannot define network: {_message(exc)}",
+                                    hint="choose another name or subnet") from exc
+            raise LxcforgeError(f"cannot define network: {_message(exc)}") from exc
+        try:
+            if start:
+                net.create()
+            if autostart:
+                net.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            net.undefine()
+            raise LxcforgeError(f"cannot start network: {_message(exc)}",
+                                hint="is the subnet or bridge name already in use?") from exc
+
+    def remove_network(self, name: str) -> None:
+        net = self._net(name)
+        try:
+            if net.isActive():
+                net.destroy()
+            if net.isPersistent():
+                net.undefine()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot remove network {name!r}: {_message(exc)}") from exc
+
+    def _update_dhcp_host(self, network: str, command: int, host_xml: str) -> None:
+        net = self._net(network)
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if net.isPersistent() else 0
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        try:
+            net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot update DHCP hosts of network {network!r}: {_message(exc)}",
+                                hint="check the address with 'lxcforge network list'") from exc
+
+    def add_dhcp_host(self, network: str, host_xml: str) -> None:
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, host_xml)
+
+    def remove_dhcp_host(self, network: str, host_xml: str) -> None:
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host_xml)
+
+    def leases(self, network: str) -> list[Lease]:
+        net = self._net(network)
+        try:
+            raw = net.DHCPLeases()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot read leases of {network!r}: {_message(exc)}") from exc
+        return [
+            Lease(mac=r["mac"].lower(), ip=r["ipaddr"], hostname=r.get("hostname"),
+                  expiry=int(r.get("expirytime", 0)))
+            for r in raw
+            if r.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4
+        ]
+
+    # -- domains --------------------------------------------------------------------------
+    def _dom(self, name: str) -> libvirt.virDomain:
+        try:
+            return self.conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound(f"container {name!r} does not exist",
+                               hint="see 'lxcforge list'") from exc
+            raise LxcforgeError(f"{name}: {_message(exc)}") from exc
+
+    def domain_exists(self, name: str) -> bool:
+        try:
+            self._dom(name)
+        except NotFound:
+            return False
+        return True
+
+    def define_domain(self, xml: str) -> None:
+        try:
+            self.conn.defineXML(xml)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED and "already" in _message(exc):
+                raise AlreadyExists(_message(exc), hint="choose another name") from exc
+            raise LxcforgeError(f"cannot define domain: {_message(exc)}") from exc
+
+    def start(self, name: str) -> None:
+        dom = self._dom(name)
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot start {name}: {_message(exc)}",
+                                hint="run 'lxcforge doctor' to check the host") from exc
+
+    def destroy(self, name: str) -> None:
+        """Stop at once (no clean shutdown); no error if it is not running."""
+        dom = self._dom(name)
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError as exc:
+            if dom.isActive():
+                raise LxcforgeError(f"cannot stop {name}: {_message(exc)}") from exc
+
+    def shutdown(self, name: str) -> None:
+        dom = self._dom(name)
+        try:
+            if dom.isActive():
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL)
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot shut down {name}: {_message(exc)}") from exc
+
+    def undefine(self, name: str) -> None:
+        dom = self._dom(name)
+        try:
+            dom.undefine()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot undefine {name}: {_message(exc)}") from exc
+
+    def state(self, name: str) -> str:
+        state, _reason = self._dom(name).state()
+        return _STATES.get(state, "unknown")
+
+    def is_active(self, name: str) -> bool:
+        return bool(self._dom(name).isActive())
+
+    def domain(self, name: str) -> DomainInfo:
+        dom = self._dom(name)
+        return self._info(dom)
+
+    def _info(self, dom: libvirt.virDomain) -> DomainInfo:
+        state, _ = dom.state()
+        return DomainInfo(name=dom.name(), uuid=dom.UUIDString(),
+                          state=_STATES.get(state, "unknown"), xml=dom.XMLDesc(0))
+
+    def domains(self) -> list[DomainInfo]:
+        infos = []
+        for dom in self.conn.listAllDomains(0):
+            try:
+                infos.append(self._info(dom))
+            except libvirt.libvirtError:
+                continue  # removed while we listed
+        return sorted(infos, key=lambda d: d.name)
