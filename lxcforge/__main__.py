@@ -1,0 +1,3 @@
+from lxcforge.cli import main
+
+main()

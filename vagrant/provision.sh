@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 or Fedora (39+) host for lxcforge, as root. Idempotent: a second run
+# installs nothing, restarts nothing, and finishes in seconds.
+#
+#   - system packages: libvirt with the LXC driver, dnsmasq, btrfs-progs, dnf/rpm/rpmbuild/
+#     createrepo_c, debootstrap, and the headers the Python bindings build against
+#   - kernel limits that decide how many containers fit (inotify instances, pids, ARP table)
+#   - libvirtd running (started by hand where no init system manages it, without the
+#     hybrid cgroup2 mount that breaks libvirt's LXC driver), network 'default' active
+#   - a virtualenv in <repo>/.venv with lxcforge and its test extras, linked as
+#     /usr/local/bin/lxcforge
+#   - the store (/var/lib/lxcforge, or $LXCFORGE_STORE) attached
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$REPO/.venv"
+URI=lxc:///
+log() { printf '[provision] %s\n' "$*"; }
+
+if [[ $(id -u) != 0 ]]; then
+    echo "provision.sh must run as root (sudo $0)" >&2
+    exit 1
+fi
+
+DEBIAN_PACKAGES=(
+    libvirt-daemon-system libvirt-daemon-driver-lxc libvirt-clients libvirt-dev pkg-config
+    dnsmasq-base dnsmasq-utils iptables iproute2 btrfs-progs libbtrfsutil-dev
+    dnf rpm createrepo-c debootstrap busybox-static
+    python3 python3-venv python3-dev gcc procps util-linux
+)
+FEDORA_PACKAGES=(
+    libvirt-daemon-lxc libvirt-daemon-driver-network libvirt-daemon-config-network
+    libvirt-client libvirt-devel pkgconf-pkg-config dnsmasq dnsmasq-utils iproute
+    btrfs-progs libbtrfsutil-devel dnf rpm-build createrepo_c debootstrap busybox
+    python3 python3-devel gcc procps-ng util-linux
+)
+
+install_packages() {
+    if command -v apt-get >/dev/null; then
+        local missing=()
+        for p in "${DEBIAN_PACKAGES[@]}"; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+        done
+        if ((${#missing[@]})); then
+            log "installing ${missing[*]}"
+            apt-get update -qq
+            # policy-rc.d: on hosts without an init system, package scripts must not try to
+            # start daemons; this script starts libvirtd itself below.
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+        fi
+    elif command -v dnf >/dev/null; then
+        local missing=()
+        for p in "${FEDORA_PACKAGES[@]}"; do
+            rpm -q --whatprovides "$p" >/dev/null 2>&1 || missing+=("$p")
+        done
+        if ((${#missing[@]})); then
+            log "installing ${missing[*]}"
+            dnf install -y -q "${missing[@]}"
+        fi
+    else
+        echo "unsupported host: neither apt-get nor dnf found (Debian 12 or Fedora 39+ needed)" >&2
+        exit 1
+    fi
+}
+
+tune_kernel() {
+    # Measured: one systemd container holds ~6 inotify instances; 128 stops a host at ~21.
+    local conf=/etc/sysctl.d/90-lxcforge.conf
+    local want
+    want=$(cat <<'SYSCTL'
+# lxcforge: limits that decide how many containers fit on this host
+fs.inotify.max_user_instances = 8192
+fs.inotify.max_user_watches = 1048576
+kernel.pid_max = 4194304
+net.ipv4.neigh.default.gc_thresh1 = 2048
+net.ipv4.neigh.default.gc_thresh2 = 4096
+net.ipv4.neigh.default.gc_thresh3 = 8192
+net.core.netdev_max_backlog = 16384
+SYSCTL
+)
+    if [[ ! -f $conf || $(cat "$conf") != "$want" ]]; then
+        log "writing $conf"
+        mkdir -p /etc/sysctl.d
+        printf '%s\n' "$want" >"$conf"
+    fi
+    # Apply only what differs, so a second run changes nothing.
+    while IFS='=' read -r key value; do
+        [[ $key =~ ^[[:space:]]*# || -z $key ]] && continue
+        key=$(echo "$key" | xargs) value=$(echo "$value" | xargs)
+        local path="/proc/sys/${key//.//}"
+        if [[ -w $path && $(cat "$path") != "$value" ]]; then
+            log "sysctl $key=$value"
+            echo "$value" >"$path"
+        fi
+    done <"$conf"
+}
+
+libvirt_up() { virsh -c "$URI" version >/dev/null 2>&1; }
+
+start_libvirtd() {
+    if [[ -d /run/systemd/system ]]; then
+        if systemctl list-unit-files virtlxcd.socket >/dev/null 2>&1 &&
+            ! systemctl is-enabled --quiet libvirtd.service 2>/dev/null; then
+            # Modular daemons (Fedora): the LXC driver and the network driver.
+            for unit in virtlxcd.socket virtnetworkd.socket; do
+                systemctl is-active --quiet "$unit" || { log "starting $unit"; systemctl enable --now "$unit"; }
+            done
+        else
+            systemctl is-active --quiet libvirtd.service || { log "starting libvirtd"; systemctl enable --now libvirtd.service; }
+        fi
+    elif ! libvirt_up; then
+        # No init system (containers, CI sandboxes): start libvirtd by hand.
+        mkdir -p /var/log/libvirt /var/run/libvirt
+        # Mounts made later (a loop-file store) must reach libvirtd's private namespace.
+        mount --make-rshared /
+        local pre=""
+        if grep -q ' /sys/fs/cgroup/unified cgroup2 ' /proc/self/mounts &&
+            grep -qE '^[^ ]+ [^ ]+ cgroup ' /proc/self/mounts; then
+            # Hybrid cgroups: libvirt 9 fails every LXC start with "Unable to create directory
+            # /sys/fs/cgroup/unified". Hide that mount from libvirtd only.
+            pre="umount /sys/fs/cgroup/unified && "
+        fi
+        rm -f /var/run/libvirtd.pid
+        log "starting libvirtd"
+        unshare -m --propagation slave sh -c "${pre}exec libvirtd -d"
+    fi
+    for _ in $(seq 50); do libvirt_up && break; sleep 0.2; done
+    libvirt_up || { echo "libvirtd did not come up at $URI" >&2; exit 1; }
+}
+
+net_info() { virsh -c "$URI" net-info default 2>/dev/null || true; }
+
+default_network() {
+    if [[ -z $(net_info) ]]; then
+        log "defining network default"
+        virsh -c "$URI" net-define /usr/share/libvirt/networks/default.xml >/dev/null
+    fi
+    if ! [[ $(net_info) =~ Active:[[:space:]]+yes ]]; then
+        log "starting network default"
+        virsh -c "$URI" net-start default >/dev/null
+    fi
+    [[ $(net_info) =~ Autostart:[[:space:]]+yes ]] || virsh -c "$URI" net-autostart default >/dev/null
+}
+
+python_env() {
+    local stamp="$VENV/.provision-stamp" want
+    want=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)
+    if [[ -f $stamp && $(cat "$stamp") == "$want" && -x $VENV/bin/lxcforge ]]; then
+        return
+    fi
+    log "installing lxcforge into $VENV"
+    # The distribution's Python: its headers match what the bindings compile against.
+    [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO[test]"
+    echo "$want" >"$stamp"
+}
+
+link_command() {
+    if [[ $(readlink /usr/local/bin/lxcforge 2>/dev/null) != "$VENV/bin/lxcforge" ]]; then
+        log "linking /usr/local/bin/lxcforge"
+        ln -sfn "$VENV/bin/lxcforge" /usr/local/bin/lxcforge
+    fi
+}
+
+install_packages
+tune_kernel
+start_libvirtd
+default_network
+python_env
+link_command
+"$VENV/bin/lxcforge" store attach >/dev/null
+log "ready: $(virsh -c "$URI" version | sed -n "s/^Using library: //p"); $("$VENV/bin/lxcforge" store status)"
