@@ -65,23 +65,21 @@ def run(
         if on_line is not None:
             on_line(line.rstrip("\n"))
 
-    kwargs: dict[str, object] = {
-        "_env": full_env,
-        "_ok_code": list(range(256)),
-        "_return_cmd": True,
-        "_in": input if input is not None else open(os.devnull, "rb"),
-        "_cwd": cwd,
-        "_tty_out": False,
-    }
-    if on_line is not None:
-        kwargs["_out"] = collect
+    stdin = input if input is not None else open(os.devnull, "rb")  # noqa: SIM115 - closed below
     try:
-        finished = command(*argv[1:], **kwargs)
+        finished = command(
+            *argv[1:],
+            _env=full_env,
+            _ok_code=list(range(256)),
+            _return_cmd=True,
+            _in=stdin,
+            _cwd=cwd,
+            _tty_out=False,
+            _out=collect if on_line is not None else None,
+        )
     finally:
-        if input is None:
-            stdin = kwargs["_in"]
-            if hasattr(stdin, "close"):
-                stdin.close()
+        if input is None and hasattr(stdin, "close"):
+            stdin.close()
     stdout = "".join(stdout_parts) if on_line is not None else _decode(finished.stdout)
     stderr = _decode(finished.stderr)
     result = Result(finished.exit_code, stdout, stderr)

@@ -178,7 +178,7 @@ class Store:
 
     def remove_stale_tmp(self) -> list[str]:
         """Delete tmp/ entries whose owner no longer holds their lock (a killed build)."""
-        removed = []
+        removed: list[str] = []
         if not self.tmp.is_dir():
             return removed
         for entry in sorted(self.tmp.iterdir()):

@@ -1,0 +1,34 @@
+from lxcforge import host
+
+HYBRID = """\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+40 30 0:36 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+50 22 7:0 / /var/lib/lxcforge rw,noatime shared:9 - btrfs /dev/loop0 rw,space_cache=v2
+51 22 0:50 / /srv/with\\040space rw - tmpfs none rw
+"""
+
+
+def test_parse_mountinfo_fields_and_escapes() -> None:
+    mounts = host.parse_mountinfo(HYBRID)
+    assert [m.mount_point for m in mounts][-1] == "/srv/with space"
+    store = mounts[4]
+    assert (store.fstype, store.source, store.options) == ("btrfs", "/dev/loop0", "rw,noatime")
+
+
+def test_mount_containing_picks_the_longest_prefix() -> None:
+    mounts = host.parse_mountinfo(HYBRID)
+    assert host.mount_containing("/var/lib/lxcforge/bases/x", mounts).fstype == "btrfs"  # type: ignore[union-attr]
+    assert host.mount_containing("/var/lib/lxcforgeX", mounts).fstype == "ext4"  # type: ignore[union-attr]
+    assert host.is_mount_point("/var/lib/lxcforge", mounts)
+    assert not host.is_mount_point("/var/lib", mounts)
+
+
+def test_hybrid_cgroup_detection() -> None:
+    mounts = host.parse_mountinfo(HYBRID)
+    assert host.has_hybrid_cgroups(mounts)
+    without_unified = [m for m in mounts if m.mount_point != "/sys/fs/cgroup/unified"]
+    assert not host.has_hybrid_cgroups(without_unified)
+    pure_v2 = host.parse_mountinfo("30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
+    assert not host.has_hybrid_cgroups(pure_v2)

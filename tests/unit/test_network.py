@@ -1,0 +1,74 @@
+import ipaddress
+
+import pytest
+
+from lxcforge import network
+from tests.golden import assert_golden
+
+DEFAULT = """
+<network>
+  <name>default</name>
+  <forward mode='nat'/>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.168.122.2' end='192.168.122.254'/>
+      <host mac='02:4c:46:00:00:01' name='web1' ip='192.168.122.2'/>
+    </dhcp>
+  </ip>
+</network>
+"""
+
+
+def test_mac_is_stable_locally_administered_and_unicast() -> None:
+    mac = network.mac_for("web1")
+    assert mac == network.mac_for("web1")
+    assert mac != network.mac_for("web2")
+    first = int(mac.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01
+
+
+def test_unique_mac_steps_past_collisions() -> None:
+    taken = [network.mac_for("web1"), network.mac_for("web1", 1)]
+    assert network.unique_mac("web1", taken) == network.mac_for("web1", 2)
+
+
+def test_parse_default_network() -> None:
+    plan = network.parse_network_xml(DEFAULT)
+    assert plan.bridge == "virbr0"
+    assert plan.forward == "nat"
+    assert plan.range_size() == 253
+    assert plan.hosts == (network.DhcpHost("02:4c:46:00:00:01", "192.168.122.2", "web1"),)
+    assert plan.gateway == ipaddress.IPv4Interface("192.168.122.1/24")
+
+
+def test_pick_address_skips_reservations_and_avoided_leases() -> None:
+    plan = network.parse_network_xml(DEFAULT)
+    assert network.pick_address(plan) == "192.168.122.3"
+    assert network.pick_address(plan, avoid=["192.168.122.3"]) == "192.168.122.4"
+    assert len(network.free_addresses(plan)) == 252
+
+
+def test_pick_address_returns_none_when_exhausted() -> None:
+    plan = network.parse_network_xml(network.network_xml("tiny", "10.9.9.0/29"))
+    free = network.free_addresses(plan)
+    assert [str(a) for a in free] == [f"10.9.9.{i}" for i in range(2, 7)]
+    assert network.pick_address(plan, avoid=[str(a) for a in free]) is None
+
+
+def test_dhcp_host_xml_golden() -> None:
+    host = network.DhcpHost(network.mac_for("web1"), "192.168.122.10", "web1")
+    assert_golden("dhcp-host-web1.xml", network.dhcp_host_xml(host) + "\n")
+
+
+def test_network_xml_golden_isolated_and_nat() -> None:
+    assert_golden("network-isolated.xml", network.network_xml("lab", "10.77.0.0/16", isolated=True))
+    nat = network.network_xml("big", "10.78.0.0/22")
+    plan = network.parse_network_xml(nat)
+    assert plan.forward == "nat" and plan.range_size() == 1021
+    assert "stp=\"off\"" in nat
+
+
+def test_network_xml_rejects_tiny_subnets() -> None:
+    with pytest.raises(ValueError):
+        network.network_xml("x", "10.0.0.0/30")
