@@ -17,7 +17,9 @@ from rich.table import Table
 
 from lxcforge import config
 from lxcforge.errors import LxcforgeError
+from lxcforge.ops import base as base_ops
 from lxcforge.ops import doctor as doctor_ops
+from lxcforge.rootfs.build import BuildRequest
 from lxcforge.store import Store
 
 app = typer.Typer(
@@ -30,6 +32,15 @@ app = typer.Typer(
 )
 store_app = typer.Typer(help="The btrfs store that holds bases and containers.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+base_app = typer.Typer(
+    help="Build a base (a read-only root filesystem that containers are snapshotted from), "
+    "or list, inspect and remove bases.\n\n"
+    "  lxcforge base --release 41                      # Fedora 41 with dnf --installroot\n\n"
+    "  lxcforge base --release 19 --repo file:///srv/f19  # from a local repository\n\n"
+    "  lxcforge base --distro debian --release bookworm  # Debian with debootstrap",
+    invoke_without_command=True,
+)
+app.add_typer(base_app, name="base")
 
 # Without a terminal (CI, pipes) rich would wrap tables at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -131,6 +142,128 @@ def store_status(as_json: JsonOpt = False) -> None:
         out.print(f"store {pool.root}: {status.state.value} ({status.detail})")
 
 
+def _human_bytes(value: int | None) -> str:
+    if value is None:
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+class _Progress:
+    """The latest line of a long phase on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal
+        self.status = err.status("starting") if self.enabled else None
+
+    def __enter__(self) -> _Progress:
+        if self.status:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status:
+            self.status.stop()
+
+    def __call__(self, line: str) -> None:
+        if self.status and line.strip():
+            self.status.update(line.strip()[:120])
+
+
+@base_app.callback()
+def base(
+    ctx: typer.Context,
+    release: Annotated[str | None, typer.Option(help="Release: a number for Fedora (19, 41), "
+                                                "a code name for Debian/Ubuntu (bookworm, noble).")] = None,
+    distro: Annotated[str, typer.Option(help="fedora (dnf/yum), debian or ubuntu (debootstrap).")] = "fedora",
+    name: Annotated[str | None, typer.Option(help="Base name; default DISTRO-RELEASE.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture; default the host's.")] = None,
+    packages: Annotated[str | None, typer.Option(help="More packages, comma-separated.")] = None,
+    mirror: Annotated[str | None, typer.Option(
+        help="Mirror root: Fedora's .../fedora/linux directory, or a Debian/Ubuntu archive.")] = None,
+    repo: Annotated[list[str] | None, typer.Option(
+        help="Fedora: use this repository instead of the standard ones (repeatable; file:// works); "
+        "ID=URL replaces repository ID (fedora, updates) or adds one.")] = None,
+    no_gpgcheck: Annotated[bool, typer.Option("--no-gpgcheck", help="Do not check package signatures.")] = False,
+    gpg_key: Annotated[Path | None, typer.Option(help="Fedora signing key file (default: the host's).")] = None,
+    root_password_file: Annotated[Path | None, typer.Option(
+        help="File whose first line is root's password (stored as a SHA-512 hash).")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="SSH public key for root.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing base of the same name.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    if release is None:
+        out.print(ctx.get_help())
+        raise LxcforgeError("--release is required to build a base",
+                            hint="e.g. lxcforge base --release 41, or see 'lxcforge base list'")
+    import platform
+
+    credentials = base_ops.read_credentials(root_password_file, ssh_key)
+    request = BuildRequest(
+        distro=distro, release=release, arch=arch or platform.machine(),
+        packages=tuple(p.strip() for p in (packages or "").split(",") if p.strip()),
+        mirror=mirror, repos=tuple(repo or ()), gpgcheck=not no_gpgcheck, gpg_key=gpg_key,
+        credentials=credentials,
+    )
+    with _Progress(enabled=not as_json) as progress:
+        result = base_ops.create(state.settings, request, name=name, force=force, progress=progress)
+    if as_json:
+        print_json({"base": result.base, "seconds": round(result.seconds, 1)})
+    else:
+        out.print(f"base {result.base.name} ready in {result.seconds:.0f} s, "
+                  f"{_human_bytes(result.base.size_bytes)} ({result.base.path})")
+
+
+def _base_table(bases: list[base_ops.BaseInfo]) -> Table:
+    table = Table("name", "distro", "release", "size", "created", "containers", box=None, pad_edge=False)
+    for b in bases:
+        table.add_row(b.name, b.distro or "?", b.release or "?", _human_bytes(b.size_bytes), b.created,
+                      str(len(b.containers)))
+    return table
+
+
+@base_app.command("list")
+def base_list(as_json: JsonOpt = False) -> None:
+    """List bases: name, distro, release, size, created, how many containers use each."""
+    bases = base_ops.list_bases(state.settings)
+    if as_json:
+        print_json(bases)
+    else:
+        out.print(_base_table(bases))
+
+
+@base_app.command("info")
+def base_info(name: str, as_json: JsonOpt = False) -> None:
+    """Show one base, with the containers made from it."""
+    info = base_ops.info(state.settings, name)
+    if as_json:
+        print_json(info)
+    else:
+        for key, value in dataclasses.asdict(info).items():
+            if key == "size_bytes":
+                value = _human_bytes(value)
+            elif key == "containers":
+                value = ", ".join(value) or "none"
+            out.print(f"{key:11} {value}")
+
+
+@base_app.command("rm")
+def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...")], as_json: JsonOpt = False) -> None:
+    """Remove bases (refused while containers use them, naming them)."""
+    for name in names_:
+        base_ops.remove(state.settings, name)
+        if not as_json:
+            out.print(f"removed base {name}")
+    if as_json:
+        print_json({"removed": names_})
+
+
 def main() -> None:
     try:
         app()
@@ -142,3 +275,8 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug or an unexpected host condition: one line, details with -vv
+        logging.getLogger("lxcforge").debug("unexpected error", exc_info=True)
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}", markup=True)
+        err.print("hint: run again with -vv for details, and report it if it looks like a bug", markup=False)
+        sys.exit(1)

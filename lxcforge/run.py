@@ -19,6 +19,8 @@ import sh
 from lxcforge.errors import CommandFailed, HostNotReady
 
 log = logging.getLogger(__name__)
+# sh logs every process start at INFO; our own "+ argv" debug line is enough.
+logging.getLogger("sh").setLevel(logging.WARNING)
 
 STDERR_TAIL_LINES = 15
 

@@ -174,6 +174,8 @@ class Store:
 
     # -- subvolumes -----------------------------------------------------------------------
     def new_tmp_subvolume(self, purpose: str) -> TmpSubvolume:
+        """A subvolume under tmp/ that is removed when the block ends, or by the next
+        command if this process dies. purpose: letters, digits and '-'."""
         return TmpSubvolume(self, purpose)
 
     def remove_stale_tmp(self) -> list[str]:
@@ -182,11 +184,12 @@ class Store:
         if not self.tmp.is_dir():
             return removed
         for entry in sorted(self.tmp.iterdir()):
+            owner = entry.name.split(".")[0]  # "NAME" and its work directory "NAME.work"
             try:
-                with _flock(self.locks / f"tmp-{entry.name}.lock", blocking=False):
+                with _flock(self.locks / f"tmp-{owner}.lock", blocking=False):
                     delete_tree(entry)
                     removed.append(entry.name)
-                (self.locks / f"tmp-{entry.name}.lock").unlink(missing_ok=True)
+                (self.locks / f"tmp-{owner}.lock").unlink(missing_ok=True)
             except BlockingIOError:
                 continue
         if removed:
@@ -202,6 +205,8 @@ class TmpSubvolume:
         self.store = store
         self.name = f"{purpose}-{os.getpid()}-{secrets.token_hex(3)}"
         self.path = store.tmp / self.name
+        # Scratch space beside the subvolume (configuration for the build), removed with it.
+        self.workdir = store.tmp / f"{self.name}.work"
         self._lock_path = store.locks / f"tmp-{self.name}.lock"
         self._lock_cm: contextlib.AbstractContextManager[None] | None = None
 
@@ -209,12 +214,14 @@ class TmpSubvolume:
         self._lock_cm = _flock(self._lock_path, blocking=False)
         self._lock_cm.__enter__()
         create_subvolume(self.path)
+        self.workdir.mkdir(mode=0o700)
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self.path.exists():
-                delete_tree(self.path)
+            for path in (self.workdir, self.path):
+                if path.exists():
+                    delete_tree(path)
         finally:
             assert self._lock_cm is not None
             self._lock_cm.__exit__(None, None, None)
@@ -296,9 +303,23 @@ def delete_tree(path: Path) -> None:
             set_read_only(path, False)
         delete_subvolume(path)
     elif path.is_dir() and not path.is_symlink():
+        for nested in _nested_subvolumes(path):
+            delete_tree(nested)
         run(["rm", "-rf", "--one-file-system", "--", str(path)])
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _nested_subvolumes(path: Path) -> list[Path]:
+    """Subvolumes below a plain directory (a subvolume's root directory has inode 256)."""
+    found = []
+    for dirpath, dirnames, _files in os.walk(path):
+        for dirname in list(dirnames):
+            child = Path(dirpath) / dirname
+            if child.stat(follow_symlinks=False).st_ino == 256 and is_subvolume(child):
+                found.append(child)
+                dirnames.remove(dirname)
+    return found
 
 
 def exclusive_bytes(path: Path) -> int | None:
@@ -321,3 +342,26 @@ def quotas_enabled(path: Path) -> bool | None:
     if "quota" in result.stderr.lower() and "not enabled" in result.stderr.lower():
         return False
     return None
+
+
+def created_time(path: Path) -> float:
+    """When the subvolume was created (seconds since the epoch)."""
+    info = btrfsutil.subvolume_info(str(path))
+    return float(info.otime)
+
+
+def total_bytes(path: Path) -> int | None:
+    """Bytes referenced by path (shared or not), as btrfs filesystem du counts them."""
+    result = run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=False)
+    for line in result.stdout.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0].isdigit():
+            return int(parts[0])
+    return None
+
+
+def rename_subvolume(source: Path, dest: Path) -> None:
+    """Move a subvolume within the store (a rename: instant, same filesystem)."""
+    if dest.exists():
+        raise AlreadyExists(f"{dest} already exists", hint="remove it first")
+    os.rename(source, dest)

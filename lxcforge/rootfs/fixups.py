@@ -1,0 +1,174 @@
+"""Fix-ups that make a rootfs boot as a libvirt LXC container and let root log in.
+
+Each is a small function on a rootfs directory; all file access goes through safepath, so a
+hostile rootfs cannot redirect a write to the host."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from pathlib import Path
+
+from lxcforge.rootfs import safepath
+
+log = logging.getLogger(__name__)
+
+# libvirt 9 shows the console to PAM as "console"; older libvirt showed "pts/0".
+SECURETTY_CONSOLES = ("console", "pts/0")
+
+# Units that cannot work in a container: no udev (devices come from libvirt), no kernel
+# modules, no hugepages/fuse/debugfs/binfmt mounts of its own.
+MASKED_UNITS = (
+    "systemd-udevd.service",
+    "systemd-udevd-control.socket",
+    "systemd-udevd-kernel.socket",
+    "systemd-udev-trigger.service",
+    "systemd-udev-settle.service",
+    "systemd-modules-load.service",
+    "dev-hugepages.mount",
+    "sys-fs-fuse-connections.mount",
+    "sys-kernel-config.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "proc-sys-fs-binfmt_misc.automount",
+)
+
+
+class NetworkStack(enum.StrEnum):
+    IFCFG = "ifcfg"  # initscripts' network service (old Fedora)
+    NETWORKD = "networkd"  # systemd-networkd
+
+
+def securetty(root: Path) -> bool:
+    """Make sure /etc/securetty (where the rootfs has one) lists the console root logs in on.
+    Returns True if the file was changed."""
+    if not safepath.exists(root, "/etc/securetty") and not safepath.is_symlink(root, "/etc/securetty"):
+        return False
+    text = safepath.read_text(root, "/etc/securetty")
+    present = {line.strip() for line in text.splitlines()}
+    missing = [tty for tty in SECURETTY_CONSOLES if tty not in present]
+    if not missing:
+        return False
+    if text and not text.endswith("\n"):
+        text += "\n"
+    safepath.write_text(root, "/etc/securetty", text + "".join(f"{tty}\n" for tty in missing))
+    return True
+
+
+def root_password_hash(root: Path, password_hash: str) -> None:
+    """Set root's password in /etc/shadow to an already computed crypt hash."""
+    if not password_hash.startswith("$") or ":" in password_hash or "\n" in password_hash:
+        raise ValueError("expected a crypt(3) hash such as $6$salt$...")
+    shadow = safepath.read_text(root, "/etc/shadow")
+    lines = shadow.splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) >= 2:
+            fields[1] = password_hash
+            lines[i] = ":".join(fields)
+            break
+    else:
+        lines.insert(0, f"root:{password_hash}:19000:0:99999:7:::")
+    safepath.write_text(root, "/etc/shadow", "\n".join(lines) + "\n", mode=0o000)
+
+
+def ssh_authorized_key(root: Path, public_key: str) -> None:
+    """Add a public key to /root/.ssh/authorized_keys (0700 directory, 0600 file)."""
+    key = public_key.strip()
+    if not key or "\n" in key or not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        raise ValueError("not an SSH public key (expected one line like 'ssh-ed25519 AAAA... comment')")
+    safepath.make_dirs(root, "/root/.ssh", mode=0o700)
+    safepath.chmod(root, "/root/.ssh", 0o700)
+    existing = ""
+    if safepath.exists(root, "/root/.ssh/authorized_keys") or safepath.is_symlink(root, "/root/.ssh/authorized_keys"):
+        existing = safepath.read_text(root, "/root/.ssh/authorized_keys")
+    if key in existing.splitlines():
+        return
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    safepath.write_text(root, "/root/.ssh/authorized_keys", existing + key + "\n", mode=0o600)
+    safepath.chmod(root, "/root/.ssh/authorized_keys", 0o600)
+
+
+def empty_machine_id(root: Path) -> None:
+    """An empty /etc/machine-id: systemd fills it at boot from libvirt's container UUID.
+    A shared id would give every clone the same DHCP client id and so the same address."""
+    safepath.write_text(root, "/etc/machine-id", "", mode=0o444)
+    if safepath.exists(root, "/var/lib/dbus/machine-id"):
+        safepath.remove(root, "/var/lib/dbus/machine-id")
+        safepath.symlink(root, "/var/lib/dbus/machine-id", "/etc/machine-id")
+
+
+def disable_selinux(root: Path) -> bool:
+    """SELinux cannot be enforced inside a container; stop the guest from trying."""
+    if not safepath.exists(root, "/etc/selinux/config"):
+        return False
+    lines = safepath.read_text(root, "/etc/selinux/config").splitlines()
+    changed = [("SELINUX=disabled" if line.startswith("SELINUX=") else line) for line in lines]
+    if not any(line.startswith("SELINUX=") for line in changed):
+        changed.append("SELINUX=disabled")
+    safepath.write_text(root, "/etc/selinux/config", "\n".join(changed) + "\n")
+    return True
+
+
+def empty_fstab(root: Path) -> None:
+    """libvirt mounts the root; an fstab entry for a disk that is not there fails the boot."""
+    safepath.write_text(root, "/etc/fstab", "# lxcforge: the root filesystem is mounted by libvirt\n")
+
+
+def dhcp_on_eth0(root: Path, stack: NetworkStack) -> None:
+    if stack is NetworkStack.IFCFG:
+        safepath.write_text(root, "/etc/sysconfig/network", "NETWORKING=yes\n")
+        safepath.write_text(
+            root, "/etc/sysconfig/network-scripts/ifcfg-eth0",
+            "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\nTYPE=Ethernet\nNM_CONTROLLED=no\n",
+        )
+        return
+    safepath.write_text(
+        root, "/etc/systemd/network/80-lxcforge-eth0.network",
+        "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n",
+    )
+    enable_unit(root, "systemd-networkd.service", "multi-user.target")
+    enable_unit(root, "systemd-networkd.socket", "sockets.target")
+
+
+def static_address_on_eth0(root: Path, address: str, prefix: int, gateway: str) -> None:
+    """The reserved address written into the guest, so it needs no DHCP round trip."""
+    safepath.write_text(
+        root, "/etc/systemd/network/80-lxcforge-eth0.network",
+        f"[Match]\nName=eth0\n\n[Network]\nAddress={address}/{prefix}\nGateway={gateway}\nDNS={gateway}\n",
+    )
+
+
+def enable_unit(root: Path, unit: str, wanted_by: str) -> None:
+    unit_file = _unit_path(root, unit)
+    if unit_file is None:
+        log.debug("unit %s not in the rootfs; not enabled", unit)
+        return
+    safepath.symlink(root, f"/etc/systemd/system/{wanted_by}.wants/{unit}", unit_file)
+
+
+def _unit_path(root: Path, unit: str) -> str | None:
+    for directory in ("/usr/lib/systemd/system", "/lib/systemd/system"):
+        if safepath.exists(root, f"{directory}/{unit}"):
+            return f"{directory}/{unit}"
+    return None
+
+
+def mask_units(root: Path, units: tuple[str, ...] = MASKED_UNITS) -> None:
+    for unit in units:
+        safepath.symlink(root, f"/etc/systemd/system/{unit}", "/dev/null")
+
+
+def hostname(root: Path, name: str) -> None:
+    safepath.write_text(root, "/etc/hostname", name + "\n")
+
+
+def hosts(root: Path, name: str) -> None:
+    """/etc/hosts resolving the container's own name locally."""
+    safepath.write_text(
+        root, "/etc/hosts",
+        "127.0.0.1   localhost localhost.localdomain\n"
+        "::1         localhost localhost.localdomain ip6-localhost ip6-loopback\n"
+        f"127.0.1.1   {name}\n",
+    )

@@ -1,0 +1,121 @@
+from pathlib import Path
+
+import pytest
+
+from lxcforge.rootfs import debian, fedora
+from lxcforge.rootfs.fedora import PackageManager, Repo
+from tests.golden import assert_golden
+
+ROOT = Path("/var/lib/lxcforge/tmp/base-1-abc")
+CONF = Path("/var/lib/lxcforge/tmp/base-1-abc.work/config/dnf.conf")
+REPOS = Path("/var/lib/lxcforge/tmp/base-1-abc.work/config/repos")
+
+
+def argv(manager: PackageManager, release: int, arch: str = "x86_64") -> list[str]:
+    return fedora.install_argv(manager, f"/usr/bin/{manager.value}", installroot=ROOT, release=release,
+                               arch=arch, config=CONF, reposdir=REPOS,
+                               packages=fedora.packages_for(release), host_arch="x86_64")
+
+
+def test_current_release_uses_metalink() -> None:
+    repos = fedora.standard_repos(43, "x86_64")
+    assert [r.id for r in repos] == ["fedora", "updates"]
+    assert repos[0].metalink == "https://mirrors.fedoraproject.org/metalink?repo=fedora-43&arch=x86_64"
+    assert repos[1].metalink == "https://mirrors.fedoraproject.org/metalink?repo=updates-released-f43&arch=x86_64"
+
+
+def test_release_19_uses_the_archive_layout() -> None:
+    repos = fedora.standard_repos(19, "x86_64")
+    assert repos[0].baseurl == fedora.ARCHIVE + "/releases/19/Everything/x86_64/os/"
+    assert repos[1].baseurl == fedora.ARCHIVE + "/updates/19/x86_64/"
+    assert fedora.standard_repos(30, "x86_64")[1].baseurl == fedora.ARCHIVE + "/updates/30/Everything/x86_64/"
+
+
+def test_mirror_points_the_standard_layout_elsewhere() -> None:
+    repos = fedora.standard_repos(43, "aarch64", mirror="http://mirror.example/fedora/linux/")
+    assert [r.baseurl for r in repos] == [
+        "http://mirror.example/fedora/linux/releases/43/Everything/aarch64/os/",
+        "http://mirror.example/fedora/linux/updates/43/Everything/aarch64/",
+    ]
+
+
+def test_repo_urls_replace_or_add() -> None:
+    standard = fedora.standard_repos(19, "x86_64")
+    only_local = fedora.apply_repo_options(standard, ["file:///srv/f19", "http://x/y"])
+    assert [(r.id, r.baseurl) for r in only_local] == [("lxcforge-repo0", "file:///srv/f19"),
+                                                      ("lxcforge-repo1", "http://x/y")]
+    replaced = fedora.apply_repo_options(standard, ["updates=file:///srv/updates", "extra=http://e/"])
+    assert [(r.id, r.baseurl) for r in replaced] == [
+        ("fedora", standard[0].baseurl), ("updates", "file:///srv/updates"), ("extra", "http://e/")]
+
+
+def test_repo_file_golden() -> None:
+    repos = fedora.with_gpg(fedora.standard_repos(19, "x86_64"), Path("/etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-19"),
+                            gpgcheck=True)
+    repos += fedora.with_gpg([Repo("local", "local", baseurl="file:///srv/r")], None, gpgcheck=False)
+    assert_golden("fedora-19.repo", fedora.render_repo_file(repos))
+
+
+def test_config_never_points_at_host_repos() -> None:
+    conf = fedora.render_config(PackageManager.DNF, REPOS, Path("/var/cache/x"), Path("/var/log"))
+    assert f"reposdir={REPOS}" in conf and "keepcache=1" in conf and "install_weak_deps=False" in conf
+    assert "install_weak_deps" not in fedora.render_config(PackageManager.YUM, REPOS, Path("/c"), Path("/l"))
+
+
+@pytest.mark.parametrize("manager", list(PackageManager))
+@pytest.mark.parametrize("release", [19, 43])
+def test_install_argv_golden(manager: PackageManager, release: int) -> None:
+    assert_golden(f"install-{manager.value}-{release}.argv", "\n".join(argv(manager, release)) + "\n")
+
+
+def test_install_argv_essentials() -> None:
+    for manager in PackageManager:
+        args = argv(manager, 19)
+        assert f"--installroot={ROOT}" in args and "--releasever=19" in args
+        assert f"--config={CONF}" in args and f"--setopt=reposdir={REPOS}" in args
+    assert "--forcearch=aarch64" in argv(PackageManager.DNF, 43, arch="aarch64")
+
+
+def test_package_sets_per_release() -> None:
+    f19 = fedora.packages_for(19)
+    assert {"systemd", "passwd", "yum", "fedora-release", "vim-minimal", "openssh-server", "procps-ng",
+            "iproute", "dhclient", "initscripts", "rootfiles"} <= set(f19)
+    assert "fedora-repos" not in f19 and "dnf" not in f19
+    f21 = fedora.packages_for(21)
+    assert "fedora-repos" in f21 and "initscripts" in f21
+    f43 = fedora.packages_for(43, extra=["htop", "systemd"])
+    assert {"dnf", "systemd-networkd", "fedora-repos"} <= set(f43)
+    assert "initscripts" not in f43 and f43.count("systemd") == 1 and f43[-1] == "htop"
+
+
+def test_manager_preference() -> None:
+    assert fedora.choose_manager({"dnf5": None, "dnf": "/usr/bin/dnf", "yum": "/usr/bin/yum"}) == (
+        PackageManager.DNF, "/usr/bin/dnf")
+    assert fedora.choose_manager({"dnf5": "/x/dnf5", "dnf": "/usr/bin/dnf"})[0] is PackageManager.DNF5  # type: ignore[index]
+    assert fedora.choose_manager({}) is None
+
+
+def test_rpmdb_plan() -> None:
+    assert fedora.rpmdb_plan(19, "sqlite", guest_has_rpm=True) is fedora.RpmdbPlan.REREGISTER
+    assert fedora.rpmdb_plan(19, "sqlite", guest_has_rpm=False) is fedora.RpmdbPlan.NO_GUEST_RPM
+    assert fedora.rpmdb_plan(19, "bdb", guest_has_rpm=True) is fedora.RpmdbPlan.KEEP
+    assert fedora.rpmdb_plan(43, "sqlite", guest_has_rpm=True) is fedora.RpmdbPlan.KEEP
+    assert fedora.rpmdb_path(19) == "/var/lib/rpm" and fedora.rpmdb_path(43) == "/usr/lib/sysimage/rpm"
+
+
+def test_gpg_key_lookup(tmp_path: Path) -> None:
+    (tmp_path / "RPM-GPG-KEY-fedora-19-x86_64").write_text("key")
+    assert fedora.find_gpg_key(19, "x86_64", [tmp_path]) == tmp_path / "RPM-GPG-KEY-fedora-19-x86_64"
+    assert fedora.find_gpg_key(20, "x86_64", [tmp_path]) is None
+
+
+def test_debootstrap_argv() -> None:
+    args = debian.debootstrap_argv("debian", "bookworm", Path("/r"), arch="x86_64", mirror=None,
+                                   cache_dir=Path("/c"), extra_packages=("vim",))
+    assert args[:2] == ["debootstrap", "--variant=minbase"]
+    assert "--arch=amd64" in args and "--cache-dir=/c" in args
+    assert args[-3:] == ["bookworm", "/r", "http://deb.debian.org/debian"]
+    assert "systemd-sysv" in args[2] and args[2].endswith(",vim")
+    ubuntu = debian.debootstrap_argv("ubuntu", "noble", Path("/r"), arch="x86_64", mirror="http://m/ubuntu",
+                                     cache_dir=Path("/c"), gpgcheck=False)
+    assert "--components=main,universe" in ubuntu and "--no-check-gpg" in ubuntu and ubuntu[-1] == "http://m/ubuntu"

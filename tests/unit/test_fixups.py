@@ -1,0 +1,168 @@
+"""Each fix-up on a temporary tree: what it changes, that the unpatched tree shows the
+problem, and that a hostile tree cannot redirect a write outside the rootfs."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from lxcforge.errors import UnsafePath
+from lxcforge.rootfs import fixups, safepath
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr/lib/systemd/system").mkdir(parents=True)
+    for unit in ("systemd-networkd.service", "systemd-networkd.socket"):
+        (root / "usr/lib/systemd/system" / unit).write_text("[Unit]\n")
+    return root
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    target = tmp_path / "host-file"
+    target.write_text("host content\n")
+    return target
+
+
+def test_securetty_adds_console_and_pts0(rootfs: Path) -> None:
+    (rootfs / "etc/securetty").write_text("tty1\ntty2")
+    lines = (rootfs / "etc/securetty").read_text().splitlines()
+    assert "console" not in lines  # the broken state: root refused on the console
+    assert fixups.securetty(rootfs) is True
+    assert (rootfs / "etc/securetty").read_text().splitlines() == ["tty1", "tty2", "console", "pts/0"]
+    assert fixups.securetty(rootfs) is False  # idempotent
+
+
+def test_securetty_absent_file_is_left_absent(rootfs: Path) -> None:
+    assert fixups.securetty(rootfs) is False
+    assert not (rootfs / "etc/securetty").exists()
+
+
+def test_securetty_symlink_out_of_rootfs_is_refused(rootfs: Path, outside: Path) -> None:
+    (rootfs / "etc/securetty").symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        fixups.securetty(rootfs)
+    assert outside.read_text() == "host content\n"
+
+
+def test_shadow_symlink_out_of_rootfs_is_refused(rootfs: Path, outside: Path) -> None:
+    (rootfs / "etc/shadow").symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        fixups.root_password_hash(rootfs, "$6$salt$hash")
+    assert outside.read_text() == "host content\n"
+
+
+def test_symlinked_directory_out_of_rootfs_is_refused(rootfs: Path, tmp_path: Path) -> None:
+    host_etc = tmp_path / "host-etc"
+    host_etc.mkdir()
+    (rootfs / "root").symlink_to(host_etc)
+    with pytest.raises(UnsafePath):
+        fixups.ssh_authorized_key(rootfs, "ssh-ed25519 AAAAC3Nza test@host")
+    assert list(host_etc.iterdir()) == []
+
+
+def test_root_password_hash_replaces_only_roots_field(rootfs: Path) -> None:
+    (rootfs / "etc/shadow").write_text("root:*:16000:0:99999:7:::\nbin:*:16000:0:99999:7:::\n")
+    os.chmod(rootfs / "etc/shadow", 0)
+    fixups.root_password_hash(rootfs, "$6$abc$def")
+    assert (rootfs / "etc/shadow").read_text() == "root:$6$abc$def:16000:0:99999:7:::\nbin:*:16000:0:99999:7:::\n"
+    assert stat.S_IMODE((rootfs / "etc/shadow").stat().st_mode) == 0
+
+
+@pytest.mark.parametrize("bad", ["plaintext", "$6$a:b", "$6$x\nroot::0"])
+def test_root_password_rejects_non_hashes(rootfs: Path, bad: str) -> None:
+    (rootfs / "etc/shadow").write_text("root:*:1:0:99999:7:::\n")
+    with pytest.raises(ValueError):
+        fixups.root_password_hash(rootfs, bad)
+
+
+def test_ssh_key_modes_and_idempotence(rootfs: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI test@host"
+    fixups.ssh_authorized_key(rootfs, key)
+    fixups.ssh_authorized_key(rootfs, key)
+    assert (rootfs / "root/.ssh/authorized_keys").read_text() == key + "\n"
+    assert stat.S_IMODE((rootfs / "root/.ssh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((rootfs / "root/.ssh/authorized_keys").stat().st_mode) == 0o600
+    with pytest.raises(ValueError):
+        fixups.ssh_authorized_key(rootfs, "-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+def test_machine_id_emptied(rootfs: Path) -> None:
+    (rootfs / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    (rootfs / "var/lib/dbus").mkdir(parents=True)
+    (rootfs / "var/lib/dbus/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+    fixups.empty_machine_id(rootfs)
+    assert (rootfs / "etc/machine-id").read_text() == ""
+    assert os.readlink(rootfs / "var/lib/dbus/machine-id") == "/etc/machine-id"
+
+
+def test_selinux_disabled(rootfs: Path) -> None:
+    (rootfs / "etc/selinux").mkdir()
+    (rootfs / "etc/selinux/config").write_text("SELINUX=enforcing\nSELINUXTYPE=targeted\n")
+    assert fixups.disable_selinux(rootfs)
+    assert (rootfs / "etc/selinux/config").read_text() == "SELINUX=disabled\nSELINUXTYPE=targeted\n"
+
+
+def test_fstab_emptied(rootfs: Path) -> None:
+    (rootfs / "etc/fstab").write_text("/dev/sda1 / ext4 defaults 1 1\n")
+    fixups.empty_fstab(rootfs)
+    assert all(line.startswith("#") for line in (rootfs / "etc/fstab").read_text().splitlines())
+
+
+def test_dhcp_ifcfg(rootfs: Path) -> None:
+    fixups.dhcp_on_eth0(rootfs, fixups.NetworkStack.IFCFG)
+    text = (rootfs / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    assert "BOOTPROTO=dhcp" in text and "ONBOOT=yes" in text
+
+
+def test_dhcp_networkd_enables_units(rootfs: Path) -> None:
+    fixups.dhcp_on_eth0(rootfs, fixups.NetworkStack.NETWORKD)
+    assert "DHCP=ipv4" in (rootfs / "etc/systemd/network/80-lxcforge-eth0.network").read_text()
+    link = rootfs / "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+    assert os.readlink(link) == "/usr/lib/systemd/system/systemd-networkd.service"
+
+
+def test_mask_units_points_at_dev_null_and_replaces_files(rootfs: Path) -> None:
+    (rootfs / "etc/systemd/system").mkdir(parents=True)
+    (rootfs / "etc/systemd/system/systemd-udevd.service").write_text("[Service]\n")
+    fixups.mask_units(rootfs)
+    for unit in fixups.MASKED_UNITS:
+        assert os.readlink(rootfs / "etc/systemd/system" / unit) == "/dev/null"
+
+
+def test_mask_units_never_follows_a_symlinked_directory(rootfs: Path, tmp_path: Path) -> None:
+    host_dir = tmp_path / "host-systemd"
+    host_dir.mkdir()
+    (rootfs / "etc/systemd").mkdir()
+    (rootfs / "etc/systemd/system").symlink_to(host_dir)
+    with pytest.raises(UnsafePath):
+        fixups.mask_units(rootfs)
+    assert list(host_dir.iterdir()) == []
+
+
+def test_hostname_and_hosts(rootfs: Path) -> None:
+    fixups.hostname(rootfs, "web1")
+    fixups.hosts(rootfs, "web1")
+    assert (rootfs / "etc/hostname").read_text() == "web1\n"
+    assert "127.0.1.1   web1" in (rootfs / "etc/hosts").read_text()
+
+
+def test_safepath_rejects_dotdot(rootfs: Path) -> None:
+    with pytest.raises(UnsafePath):
+        safepath.write_text(rootfs, "/etc/../../escape", "x")
+    assert not (rootfs.parent / "escape").exists()
+
+
+def test_safepath_write_keeps_mode_and_is_atomic(rootfs: Path) -> None:
+    (rootfs / "etc/passwd").write_text("old\n")
+    os.chmod(rootfs / "etc/passwd", 0o640)
+    safepath.write_text(rootfs, "/etc/passwd", "new\n")
+    assert (rootfs / "etc/passwd").read_text() == "new\n"
+    assert stat.S_IMODE((rootfs / "etc/passwd").stat().st_mode) == 0o640
+    assert sorted(p.name for p in (rootfs / "etc").iterdir()) == ["passwd"]
