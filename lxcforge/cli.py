@@ -7,6 +7,8 @@ import dataclasses
 import enum
 import json
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +20,7 @@ from rich.table import Table
 from lxcforge import config
 from lxcforge.errors import LxcforgeError
 from lxcforge.ops import base as base_ops
+from lxcforge.ops import container as container_ops
 from lxcforge.ops import doctor as doctor_ops
 from lxcforge.rootfs.build import BuildRequest
 from lxcforge.store import Store
@@ -262,6 +265,156 @@ def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...")], as_
             out.print(f"removed base {name}")
     if as_json:
         print_json({"removed": names_})
+
+
+NamesArg = Annotated[list[str], typer.Argument(metavar="NAME...", show_default=False)]
+
+
+def _container_table(containers: list[container_ops.Container]) -> Table:
+    table = Table("name", "state", "ipv4", "base", "memory", "created", box=None, pad_edge=False)
+    for c in containers:
+        address = c.ipv4 or "-"
+        if c.leased is False and c.state == "running":
+            address += " (no lease)"
+        table.add_row(c.name, c.state, address, c.base or "?", _human_bytes(c.memory_bytes), c.created or "?")
+    return table
+
+
+@app.command()
+def new(
+    names_: NamesArg,
+    base: Annotated[str | None, typer.Option(help="Base to snapshot; default: the only base.")] = None,
+    network: Annotated[str | None, typer.Option(help="libvirt network; default 'default'.")] = None,
+    memory: Annotated[str, typer.Option(help="Memory limit, e.g. 512M, 2G.")] = "512M",
+    cpus: Annotated[float | None, typer.Option(help="CPU limit in cores, e.g. 1.5.")] = None,
+    ip: Annotated[str | None, typer.Option(help="Reserve this address (one container only).")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="SSH public key for root.")] = None,
+    no_start: Annotated[bool, typer.Option("--no-start", help="Define it, do not start it.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for its address.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for its address.")] = 60.0,
+    keep_failed: Annotated[bool, typer.Option("--keep-failed",
+                                              help="Keep a container that got no address, to debug it.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "--print-xml",
+                                          help="Print the domain XML and planned address; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create containers from a base: snapshot, fix-ups, reserved address, libvirt domain, start.
+
+    Each gets a stable MAC derived from its name and a static DHCP reservation on its network,
+    so its address is known before it boots. A failure undoes every step of that container."""
+    if ip and len(names_) > 1:
+        raise LxcforgeError("--ip applies to one container", hint="create the others without --ip")
+    key = None
+    if ssh_key is not None:
+        key = base_ops.read_credentials(None, ssh_key).ssh_key
+    options = container_ops.NewOptions(base=base, network=network, memory=memory, cpus=cpus, ip=ip, ssh_key=key,
+                                       start=not no_start, wait=not no_wait, timeout=timeout,
+                                       keep_failed=keep_failed)
+    if dry_run:
+        plans = [container_ops.plan(state.settings, name, options) for name in names_]
+        if as_json:
+            print_json([{"name": p.spec.name, "ipv4": p.host.ip, "mac": p.host.mac, "xml": p.xml} for p in plans])
+        else:
+            for p in plans:
+                out.print(f"<!-- {p.spec.name}: {p.host.ip} ({p.host.mac}) on {p.spec.network} -->", markup=False)
+                out.print(p.xml, markup=False, end="")
+        return
+    made: list[container_ops.Container] = []
+    failures: list[tuple[str, str]] = []
+    with _Progress(enabled=not as_json) as progress:
+        for name in names_:
+            try:
+                made.append(container_ops.new(state.settings, name, options, progress=progress))
+            except LxcforgeError as exc:
+                if len(names_) == 1:
+                    raise
+                failures.append((name, exc.message))
+    if as_json:
+        print_json({"created": made, "failed": [{"name": n, "error": e} for n, e in failures]})
+    else:
+        for c in made:
+            out.print(f"{c.name} {c.ipv4 or ''}".rstrip())
+        for n, e in failures:
+            err.print(f"[bold red]failed:[/] {n}: {e}", markup=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List containers: name, state, IPv4, base, memory limit, created."""
+    containers = container_ops.list_containers(state.settings)
+    if as_json:
+        print_json(containers)
+    else:
+        out.print(_container_table(containers))
+
+
+@app.command()
+def info(name: str, xml: Annotated[bool, typer.Option("--xml", help="Print the domain XML.")] = False,
+         as_json: JsonOpt = False) -> None:
+    """Show one container, with the disk space only it uses."""
+    container, domain_xml = container_ops.info(state.settings, name)
+    if xml:
+        out.print(domain_xml, markup=False, end="")
+    elif as_json:
+        print_json(container)
+    else:
+        for key, value in dataclasses.asdict(container).items():
+            if key in ("memory_bytes", "exclusive_bytes"):
+                value = _human_bytes(value)
+            out.print(f"{key:16} {value if value is not None else '-'}", markup=False)
+
+
+@app.command()
+def start(names_: NamesArg, no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
+          timeout: Annotated[float, typer.Option(help="Seconds to wait for the address.")] = 60.0) -> None:
+    """Start stopped containers (and wait for their addresses)."""
+    for name in names_:
+        c = container_ops.start(state.settings, name, wait=not no_wait, timeout=timeout)
+        out.print(f"{c.name} {c.ipv4 or ''}".rstrip())
+
+
+@app.command()
+def stop(names_: NamesArg,
+         timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0) -> None:
+    """Shut containers down cleanly; force them off after --timeout."""
+    for name in names_:
+        container_ops.stop(state.settings, name, timeout=timeout)
+
+
+@app.command()
+def restart(names_: NamesArg, timeout: Annotated[float, typer.Option()] = 30.0) -> None:
+    """Stop, then start, keeping the address."""
+    for name in names_:
+        c = container_ops.restart(state.settings, name, timeout=timeout)
+        out.print(f"{c.name} {c.ipv4 or ''}".rstrip())
+
+
+@app.command()
+def destroy(names_: NamesArg,
+            missing_ok: Annotated[bool, typer.Option("--missing-ok", help="No error for names that do not exist.")]
+            = False) -> None:
+    """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume."""
+    for name in names_:
+        container_ops.destroy(state.settings, name, missing_ok=missing_ok)
+
+
+@app.command()
+def console(name: str) -> None:
+    """Attach to a container's console (log in there; Ctrl+] leaves)."""
+    argv = container_ops.console_argv(state.settings, name)
+    os.execvp(argv[0], argv)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(name: str, command: Annotated[list[str], typer.Argument(metavar="-- CMD...")]) -> None:  # noqa: A001
+    """Run a command inside a container; its stdin, stdout, stderr and exit status pass through."""
+    argv, env = container_ops.exec_command(name, command)
+    nsenter = shutil.which("nsenter")
+    if nsenter is None:
+        raise LxcforgeError("nsenter is not installed", hint="install util-linux")
+    os.execve(nsenter, argv, env)
 
 
 def main() -> None:

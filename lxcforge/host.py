@@ -115,3 +115,42 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def lxc_controller_pid(name: str) -> int | None:
+    """PID of libvirt's controller process (libvirt_lxc --name NAME) for a running container."""
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"libvirt_lxc") and b"--name" in argv:
+            index = argv.index(b"--name")
+            if index + 1 < len(argv) and argv[index + 1] == name.encode():
+                return int(entry.name)
+    return None
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(stat_fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def lxc_init_pid(name: str) -> int | None:
+    """Host PID of a running container's init: the child of its libvirt_lxc controller."""
+    controller = lxc_controller_pid(name)
+    if controller is None:
+        return None
+    kids = children(controller)
+    return min(kids) if kids else None

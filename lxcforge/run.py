@@ -7,8 +7,10 @@ becomes one readable CommandFailed/HostNotReady carrying the tail of stderr.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import shlex
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +32,16 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # A killed lxcforge takes its children (dnf, debootstrap) with it, so nothing keeps
+    # writing into a build that the next command will clean up.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _tail(text: str) -> str:
@@ -78,6 +90,7 @@ def run(
             _cwd=cwd,
             _tty_out=False,
             _out=collect if on_line is not None else None,
+            _preexec_fn=_die_with_parent,
         )
     finally:
         if input is None and hasattr(stdin, "close"):

@@ -28,7 +28,8 @@ STUBS = ("passwd", "yum", "dnf", "vim-minimal", "openssh-server", "procps-ng", "
 INIT = r"""#!/usr/bin/busybox sh
 # A stand-in for systemd: DHCP on eth0 when the rootfs's network configuration asks for it.
 export PATH=/usr/bin:/bin
-/usr/bin/busybox --install -s /bin 2>/dev/null
+/usr/bin/busybox mkdir -p /bin /run /tmp /root
+/usr/bin/busybox --install -s /bin
 ip link set lo up
 dhcp=no
 grep -qs '^BOOTPROTO=dhcp' /etc/sysconfig/network-scripts/ifcfg-eth0 && dhcp=yes

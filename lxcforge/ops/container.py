@@ -1,0 +1,423 @@
+"""Container lifecycle: new, list, info, start, stop, restart, destroy, console, exec.
+
+A container is a libvirt LXC domain (with lxcforge metadata), a writable snapshot of a base
+under containers/NAME, and a static DHCP host entry on its network. `new` records each step
+and undoes all of them if a later one fails."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lxcforge import domain, host, names, network, store
+from lxcforge.config import Settings
+from lxcforge.errors import AlreadyExists, CapacityError, HostNotReady, InUse, LxcforgeError, NotFound
+from lxcforge.rootfs import fixups
+from lxcforge.store import Store, StoreState
+from lxcforge.undo import Undo
+from lxcforge.virt import Virt
+
+log = logging.getLogger(__name__)
+
+ADDRESS_LOCK = "addresses"
+# systemd's request for a clean shutdown; libvirt's own shutdown sends SIGTERM, which
+# systemd as PID 1 ignores.
+SHUTDOWN_SIGNAL = signal.SIGRTMIN + 3
+
+
+@dataclass(frozen=True)
+class NewOptions:
+    base: str | None = None
+    network: str | None = None
+    memory: str = "512M"
+    cpus: float | None = None
+    ip: str | None = None
+    ssh_key: str | None = None
+    start: bool = True
+    wait: bool = True
+    timeout: float = 60.0
+    keep_failed: bool = False
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    state: str
+    ipv4: str | None
+    mac: str | None
+    network: str | None
+    base: str | None
+    memory_bytes: int | None
+    created: str | None
+    path: str | None
+    leased: bool | None = None
+    exclusive_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: domain.ContainerSpec
+    xml: str
+    host: network.DhcpHost
+
+
+def _store(settings: Settings, *, attach: bool = True) -> Store:
+    pool = Store(settings.store, settings.pool_image_path, settings.pool_size)
+    if attach:
+        return pool.ensure()
+    return pool
+
+
+def resolve_base(settings: Settings, pool: Store, requested: str | None) -> str:
+    wanted = requested or settings.default_base
+    if wanted:
+        names.validate_base_name(wanted)
+        if not store.is_subvolume(pool.base_path(wanted)):
+            raise NotFound(f"base {wanted} does not exist",
+                           hint="see 'lxcforge base list', or build it with 'lxcforge base --release N'")
+        return wanted
+    bases = sorted(p.name for p in pool.bases.iterdir()) if pool.bases.is_dir() else []
+    if len(bases) == 1:
+        return bases[0]
+    if not bases:
+        raise NotFound("there is no base yet",
+                       hint="build one: lxcforge base --release 41 (or --distro debian --release bookworm)")
+    raise LxcforgeError(f"several bases ({', '.join(bases)}); which one?",
+                        hint="pass --base NAME (or set default_base in /etc/lxcforge/config.toml)")
+
+
+def _network_plan(virt: Virt, name: str) -> network.NetworkPlan:
+    info = virt.network(name)
+    if info is None:
+        raise NotFound(f"network {name} does not exist",
+                       hint="pick one with --network (see 'virsh -c lxc:/// net-list --all')")
+    if not info.active:
+        raise HostNotReady(f"network {name} is not active",
+                           hint=f"virsh -c lxc:/// net-start {name}")
+    return network.parse_network_xml(info.xml)
+
+
+def _leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
+    """Addresses dnsmasq still leases to MACs without a reservation: dnsmasq will not hand
+    those out again until the lease expires, so a new reservation must avoid them."""
+    reserved = {h.mac for h in plan.hosts}
+    return [lease.ip for lease in virt.leases(plan.name) if lease.mac not in reserved]
+
+
+def _all_macs(virt: Virt, plan: network.NetworkPlan) -> set[str]:
+    macs = {h.mac for h in plan.hosts}
+    for dom in virt.domains():
+        meta = domain.read_metadata(dom.xml)
+        if meta and meta.mac:
+            macs.add(meta.mac.lower())
+    return macs
+
+
+def choose_address(virt: Virt, plan: network.NetworkPlan, name: str, requested_ip: str | None) -> network.DhcpHost:
+    mac = network.unique_mac(name, _all_macs(virt, plan))
+    leased = _leased_elsewhere(virt, plan)
+    if requested_ip:
+        if not plan.in_range(requested_ip):
+            ranges = ", ".join(f"{a}-{b}" for a, b in plan.ranges)
+            raise LxcforgeError(f"address {requested_ip} is outside network {plan.name}'s DHCP range ({ranges})",
+                                hint="pick an address in the range, or leave out --ip")
+        holder = next((h.name or h.mac for h in plan.hosts if h.ip == requested_ip), None)
+        if holder or requested_ip in leased:
+            raise AlreadyExists(f"address {requested_ip} is already taken on {plan.name}"
+                                + (f" (by {holder})" if holder else " (leased)"),
+                                hint="pick another address, or leave out --ip")
+        return network.DhcpHost(mac, requested_ip, name)
+    ip = network.pick_address(plan, leased)
+    if ip is None:
+        raise CapacityError(f"network {plan.name} has no free address ({plan.range_size()} in its range)",
+                            hint="destroy unused containers or use a larger network (--network)")
+    return network.DhcpHost(mac, ip, name)
+
+
+def _spec(settings: Settings, pool: Store, name: str, base: str, net: str, host_entry: network.DhcpHost,
+          options: NewOptions) -> domain.ContainerSpec:
+    try:
+        memory = domain.parse_size(options.memory)
+    except ValueError as exc:
+        raise LxcforgeError(str(exc), hint="e.g. --memory 512M") from exc
+    if options.cpus is not None and options.cpus <= 0:
+        raise LxcforgeError(f"--cpus must be positive, not {options.cpus}", hint="e.g. --cpus 1.5")
+    return domain.ContainerSpec(
+        name=name, uuid=str(uuid.uuid4()), rootfs=pool.container_path(name), network=net,
+        mac=host_entry.mac, memory_bytes=memory, cpus=options.cpus, base=base,
+        created=datetime.now(UTC).isoformat(timespec="seconds"), store=str(settings.store), ip=host_entry.ip,
+    )
+
+
+def plan(settings: Settings, name: str, options: NewOptions) -> Plan:
+    """What `new` would do (domain XML and address), touching nothing: for --dry-run."""
+    names.validate_container_name(name)
+    pool = _store(settings, attach=False)
+    if pool.status().state is not StoreState.READY:
+        raise HostNotReady(f"store {settings.store} is not attached", hint="run 'lxcforge store attach'")
+    base = resolve_base(settings, pool, options.base)
+    net = options.network or settings.network
+    with Virt(settings.uri) as virt:
+        if virt.domain_exists(name):
+            raise AlreadyExists(f"container {name} already exists", hint="choose another name")
+        net_plan = _network_plan(virt, net)
+        entry = choose_address(virt, net_plan, name, options.ip)
+    spec = _spec(settings, pool, name, base, net, entry, options)
+    return Plan(spec=spec, xml=domain.domain_xml(spec), host=entry)
+
+
+def new(settings: Settings, name: str, options: NewOptions,
+        progress: Callable[[str], None] = lambda _: None) -> Container:
+    """Make one container; on any failure, undo every step already done."""
+    names.validate_container_name(name)
+    pool = _store(settings)
+    base = resolve_base(settings, pool, options.base)
+    net = options.network or settings.network
+    ssh_key = options.ssh_key
+    with Virt(settings.uri) as virt, _name_lock(pool, name), Undo() as undo:
+        if virt.domain_exists(name):
+            raise AlreadyExists(f"container {name} already exists", hint="choose another name, or destroy it first")
+        rootfs = pool.container_path(name)
+        if rootfs.exists():
+            raise AlreadyExists(f"{rootfs} exists without a container",
+                                hint="remove it with 'lxcforge destroy --missing-ok " + name + "'")
+        _network_plan(virt, net)  # fail early, before any work, if the network is missing
+
+        progress(f"{name}: snapshot of {base}")
+        store.snapshot(pool.base_path(base), rootfs)
+        undo.push(f"snapshot {rootfs}", lambda: store.delete_tree(rootfs))
+        fixups.hostname(rootfs, name)
+        fixups.hosts(rootfs, name)
+        fixups.empty_machine_id(rootfs)
+        if ssh_key:
+            fixups.ssh_authorized_key(rootfs, ssh_key)
+
+        with pool.lock(ADDRESS_LOCK):
+            net_plan = _network_plan(virt, net)
+            entry = choose_address(virt, net_plan, name, options.ip)
+            host_xml = network.dhcp_host_xml(entry)
+            virt.add_dhcp_host(net, host_xml)
+        undo.push(f"DHCP host {entry.ip}", lambda: virt.remove_dhcp_host(net, host_xml))
+
+        spec = _spec(settings, pool, name, base, net, entry, options)
+        virt.define_domain(domain.domain_xml(spec))
+        undo.push(f"domain {name}", lambda: virt.undefine(name))
+        leased = None
+        if options.start:
+            progress(f"{name}: starting")
+            virt.start(name)
+            undo.push(f"running {name}", lambda: virt.destroy(name))
+            if options.wait:
+                progress(f"{name}: waiting for {entry.ip}")
+                leased = wait_for_lease(virt, net, entry, options.timeout)
+                if not leased:
+                    message = f"{name} did not take its address {entry.ip} within {options.timeout:.0f} s"
+                    if not options.keep_failed:
+                        raise LxcforgeError(message + "; removed it",
+                                            hint="check the base boots ('lxcforge new --keep-failed', then "
+                                            "'lxcforge console NAME'), or raise --timeout")
+                    log.warning("%s; kept it (--keep-failed)", message)
+        undo.commit()
+    return Container(name=name, state="running" if options.start else "shut off", ipv4=entry.ip, mac=entry.mac,
+                     network=net, base=base, memory_bytes=spec.memory_bytes, created=spec.created,
+                     path=str(rootfs), leased=leased)
+
+
+def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if any(lease.mac == entry.mac and lease.ip == entry.ip for lease in virt.leases(net)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+class _name_lock:
+    """The per-name lock: one lxcforge at a time changes a given container."""
+
+    def __init__(self, pool: Store, name: str) -> None:
+        self.cm = pool.lock(f"container-{name}", blocking=False)
+
+    def __enter__(self) -> None:
+        try:
+            self.cm.__enter__()
+        except BlockingIOError:
+            raise InUse("another lxcforge is changing this container", hint="wait for it and retry") from None
+
+    def __exit__(self, *exc: object) -> None:
+        self.cm.__exit__(None, None, None)
+
+
+def _describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
+    info = virt.domain(dom_name)
+    meta = domain.read_metadata(info.xml)
+    if meta is None or meta.store != str(settings.store):
+        raise NotFound(f"{dom_name} is not an lxcforge container of store {settings.store}",
+                       hint="see 'lxcforge list'")
+    return Container(
+        name=info.name, state=info.state, ipv4=meta.ip, mac=meta.mac, network=meta.network, base=meta.base,
+        memory_bytes=domain.memory_limit_bytes(info.xml), created=meta.created,
+        path=str(Path(meta.store or settings.store) / "containers" / info.name),
+    )
+
+
+def list_containers(settings: Settings) -> list[Container]:
+    result = []
+    with Virt(settings.uri) as virt:
+        leases: dict[str, set[tuple[str, str]]] = {}
+        for dom in virt.domains():
+            meta = domain.read_metadata(dom.xml)
+            if meta is None or meta.store != str(settings.store):
+                continue
+            net = meta.network or ""
+            if net not in leases:
+                try:
+                    leases[net] = {(lease.mac, lease.ip) for lease in virt.leases(net)}
+                except LxcforgeError:
+                    leases[net] = set()
+            result.append(Container(
+                name=dom.name, state=dom.state, ipv4=meta.ip, mac=meta.mac, network=meta.network,
+                base=meta.base, memory_bytes=domain.memory_limit_bytes(dom.xml), created=meta.created,
+                path=str(settings.store / "containers" / dom.name),
+                leased=(meta.mac, meta.ip) in leases[net] if meta.mac and meta.ip else None,
+            ))
+    return result
+
+
+def info(settings: Settings, name: str) -> tuple[Container, str]:
+    names.validate_container_name(name)
+    with Virt(settings.uri) as virt:
+        container = _describe(virt, settings, name)
+        xml = virt.domain(name).xml
+    exclusive = store.exclusive_bytes(Path(container.path)) if container.path else None
+    return Container(**{**container.__dict__, "exclusive_bytes": exclusive}), xml
+
+
+def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 60.0) -> Container:
+    names.validate_container_name(name)
+    _store(settings)
+    with Virt(settings.uri) as virt:
+        container = _describe(virt, settings, name)
+        if not virt.is_active(name):
+            virt.start(name)
+        if wait and container.mac and container.ipv4 and container.network:
+            entry = network.DhcpHost(container.mac, container.ipv4, name)
+            if not wait_for_lease(virt, container.network, entry, timeout):
+                raise LxcforgeError(f"{name} started but did not take {container.ipv4} within {timeout:.0f} s",
+                                    hint=f"look at its console: lxcforge console {name}")
+        return _describe(virt, settings, name)
+
+
+def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
+    """Clean shutdown (SIGRTMIN+3 to init, what systemd understands), then force after timeout."""
+    names.validate_container_name(name)
+    with Virt(settings.uri) as virt:
+        _describe(virt, settings, name)
+        if not virt.is_active(name):
+            return
+        pid = host.lxc_init_pid(name)
+        if pid is not None:
+            try:
+                os.kill(pid, SHUTDOWN_SIGNAL)
+            except ProcessLookupError:
+                pass
+        else:
+            virt.shutdown(name)
+        deadline = time.monotonic() + timeout
+        while virt.is_active(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if virt.is_active(name):
+            log.warning("%s did not stop within %.0f s; forcing it off", name, timeout)
+            virt.destroy(name)
+
+
+def restart(settings: Settings, name: str, *, timeout: float = 30.0, wait: bool = True) -> Container:
+    stop(settings, name, timeout=timeout)
+    return start(settings, name, wait=wait)
+
+
+def destroy(settings: Settings, name: str, *, missing_ok: bool = False) -> bool:
+    """Stop at once, undefine, drop the DHCP entry (and dnsmasq's lease), delete the
+    subvolume. Also clears a half-made container. Returns False if there was nothing."""
+    names.validate_container_name(name)
+    pool = _store(settings)
+    rootfs = pool.container_path(name)
+    with Virt(settings.uri) as virt, _name_lock(pool, name):
+        found = False
+        if virt.domain_exists(name):
+            found = True
+            dom = virt.domain(name)
+            meta = domain.read_metadata(dom.xml)
+            if meta is None or meta.store != str(settings.store):
+                raise NotFound(f"{name} is not an lxcforge container of store {settings.store}",
+                               hint="remove it with virsh if you mean to")
+            virt.destroy(name)
+            virt.undefine(name)
+            if meta.network and meta.mac and meta.ip:
+                _drop_address(virt, meta.network, network.DhcpHost(meta.mac, meta.ip, name))
+        if rootfs.exists():
+            found = True
+            store.delete_tree(rootfs)
+    if not found and not missing_ok:
+        raise NotFound(f"container {name} does not exist", hint="see 'lxcforge list' (or pass --missing-ok)")
+    return found
+
+
+def _drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
+    info = virt.network(net)
+    if info is None:
+        return
+    plan = network.parse_network_xml(info.xml)
+    for existing in plan.hosts:
+        if existing.mac == entry.mac:
+            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing))
+    if info.active and info.bridge:
+        release_lease(info.bridge, entry)
+
+
+def release_lease(bridge: str, entry: network.DhcpHost) -> None:
+    """Tell dnsmasq the lease is over (as the client would), so the address is free again
+    at once instead of an hour later."""
+    from lxcforge.run import run, which
+
+    if which("dhcp_release") is None:
+        log.info("dhcp_release not installed; dnsmasq keeps %s's lease until it expires", entry.ip)
+        return
+    run(["dhcp_release", bridge, entry.ip, entry.mac], check=False)
+
+
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def exec_command(name: str, command: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment for nsenter into every namespace of the container's init, with its
+    root and working directory; the command is looked up on the container's PATH."""
+    names.validate_container_name(name)
+    if not command:
+        raise LxcforgeError("no command given", hint=f"lxcforge exec {name} -- CMD [ARGS...]")
+    pid = host.lxc_init_pid(name)
+    if pid is None:
+        raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
+    argv = ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
+            "--root", "--wd", "--", *command]
+    env = {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
+           "container": "lxc-libvirt", "LANG": "C.UTF-8"}
+    return argv, env
+
+
+def console_argv(settings: Settings, name: str) -> list[str]:
+    names.validate_container_name(name)
+    with Virt(settings.uri) as virt:
+        _describe(virt, settings, name)
+        if not virt.is_active(name):
+            raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
+    # The LXC driver rejects --force; the escape is Ctrl+].
+    return ["virsh", "-c", settings.uri, "console", name]
