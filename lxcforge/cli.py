@@ -52,6 +52,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+class _LevelPrefix(logging.Formatter):
+    """'warning: ...' for warnings and errors; plain lines for -v/-vv detail."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
 class State:
     settings: config.Settings
 
@@ -69,7 +79,9 @@ def main_options(
                                          help="More detail; -vv shows every command run.")] = 0,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelPrefix())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     state.settings = config.load({"store": store, "uri": uri})
 
 

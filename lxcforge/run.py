@@ -10,9 +10,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import signal
 import shlex
 import shutil
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 

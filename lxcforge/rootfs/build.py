@@ -115,13 +115,15 @@ def _install_fedora(request: BuildRequest, root: Path, workdir: Path, cache: Pat
     manager, manager_path = _manager()
     repos = fedora.apply_repo_options(fedora.standard_repos(release, request.arch, request.mirror), request.repos)
     key = request.gpg_key
-    if request.gpgcheck and key is None:
+    gpgcheck = request.gpgcheck
+    if gpgcheck and key is None:
         key = fedora.find_gpg_key(release, request.arch)
         if key is None:
-            raise HostNotReady(
-                f"no signing key for Fedora {release} on this host",
-                hint="install distribution-gpg-keys, pass --gpg-key FILE, or build with --no-gpgcheck")
-    repos = fedora.with_gpg(repos, key, request.gpgcheck)
+            # Checking is on where a key is available; say loudly when it is not.
+            log.warning("no signing key for Fedora %s on this host: packages will NOT be signature-checked "
+                        "(install distribution-gpg-keys or pass --gpg-key FILE)", release)
+            gpgcheck = False
+    repos = fedora.with_gpg(repos, key, gpgcheck)
 
     config_dir = workdir / "config"
     config_dir.mkdir(mode=0o700, exist_ok=True)

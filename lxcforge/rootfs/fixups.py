@@ -31,6 +31,10 @@ MASKED_UNITS = (
     "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount",
     "proc-sys-fs-binfmt_misc.automount",
+    # Hundreds of clones must not each poll the distribution's mirrors twice a day.
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dnf-makecache.timer",
 )
 
 

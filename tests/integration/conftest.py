@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import ipaddress
+import os
 import random
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +17,10 @@ import pytest
 
 from lxcforge import network
 from lxcforge.errors import LxcforgeError
+from lxcforge.rootfs import build, debian, fixups
 from lxcforge.store import Store, create_subvolume
 from lxcforge.virt import Virt
+from tests.support import fedora_repo
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -91,3 +97,89 @@ def domains(virt: Virt) -> Iterator[list[str]]:
             virt.undefine(name)
         except LxcforgeError:
             pass
+
+
+# -- session-wide: a cached pool with test bases, a test network --------------------------------
+
+
+CACHE = Path("/var/cache/lxcforge-tests")
+TEST_PASSWORD = "lxcforge-test-password"
+
+
+def lxcforge(store: Path | None, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as an operator would."""
+    argv = [sys.executable, "-m", "lxcforge"]
+    if store is not None:
+        argv += ["--store", str(store)]
+    return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+
+
+@pytest.fixture(scope="session")
+def cached_pool() -> Iterator[Store]:
+    """A loop pool kept between runs for slow-to-build test bases; unmounted after the session."""
+    pool = Store(CACHE / "pool", CACHE / "pool.img", "16G")
+    pool.ensure()
+    try:
+        yield pool
+    finally:
+        subprocess.run(["umount", str(pool.root)], capture_output=True)
+
+
+def _digest(*objects: object) -> str:
+    text = "\0".join(inspect.getsource(o) if inspect.ismodule(o) else repr(o) for o in objects)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@pytest.fixture(scope="session")
+def password_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("secrets") / "root-password"
+    path.write_text(TEST_PASSWORD + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def debian_base(cached_pool: Store, password_file: Path) -> str:
+    """A Debian bookworm systemd base built by `lxcforge base`, reused while its inputs match."""
+    name = f"debian-test-{_digest(debian, fixups, build)}"
+    if not (cached_pool.bases / name).is_dir():
+        for stale in cached_pool.bases.glob("debian-test-*"):
+            lxcforge(cached_pool.root, "base", "rm", stale.name)
+        result = lxcforge(cached_pool.root, "base", "--distro", "debian", "--release", "bookworm",
+                          "--name", name, "--root-password-file", str(password_file), timeout=900)
+        assert result.returncode == 0, result.stderr
+    return name
+
+
+@pytest.fixture(scope="session")
+def fedora_repo19() -> Path:
+    return fedora_repo.build_repo(19)
+
+
+@pytest.fixture(scope="session")
+def session_network() -> Iterator[str]:
+    """An isolated network for the session's containers (no forwarding, STP off)."""
+    with Virt("lxc:///") as connection:
+        name = f"lxfs-{os.urandom(3).hex()}"
+        used = _routed_subnets()
+        for _ in range(50):
+            subnet = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
+            if not any(subnet.overlaps(u) for u in used):
+                break
+        connection.define_network(network.network_xml(name, str(subnet), isolated=True))
+        try:
+            yield name
+        finally:
+            try:
+                connection.remove_network(name)
+            except LxcforgeError:
+                pass
+
+
+@pytest.fixture
+def containers(cached_pool: Store) -> Iterator[list[str]]:
+    """Names appended here are destroyed (domain, address, subvolume) at teardown."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        lxcforge(cached_pool.root, "destroy", "--missing-ok", name)

@@ -140,6 +140,8 @@ def build_repo(release: int, cache: Path = CACHE) -> Path:
                         "--define", f"_rpmdir {out}", str(spec_path)], check=True, capture_output=True)
     subprocess.run(["createrepo_c", "--quiet", str(out)], check=True, capture_output=True)
     cache.mkdir(parents=True, exist_ok=True)
+    for stale in cache.glob(f"fedora-shaped-{release}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     out.rename(repo)
     shutil.rmtree(work, ignore_errors=True)
     return repo

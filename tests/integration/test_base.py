@@ -1,0 +1,212 @@
+"""`lxcforge base` for real: a Fedora-shaped base from a local RPM repository (no mirror is
+reachable here), refusal without --force, removal, a killed build, a hostile repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lxcforge import store
+from lxcforge.store import Store
+from tests.integration.conftest import TEST_PASSWORD, lxcforge
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBaseTestKeyOnlyForTests lxcforge-test"
+
+
+@pytest.fixture
+def ssh_key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "id.pub"
+    path.write_text(SSH_KEY + "\n")
+    return path
+
+
+def build_f19(pool: Store, repo: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return lxcforge(pool.root, "base", "--release", "19", "--repo", f"file://{repo}", "--no-gpgcheck", *extra)
+
+
+def test_fedora_19_base_from_local_repository(
+    loop_store: Store, fedora_repo19: Path, password_file: Path, ssh_key_file: Path
+) -> None:
+    result = build_f19(loop_store, fedora_repo19, "--root-password-file", str(password_file),
+                       "--ssh-key", str(ssh_key_file), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["base"]["name"] == "fedora-19" and report["base"]["distro"] == "fedora"
+    base = loop_store.base_path("fedora-19")
+    assert store.is_subvolume(base) and store.is_read_only(base)
+    with pytest.raises(OSError):
+        (base / "etc" / "new-file").write_text("x")
+
+    # The fix-ups are in the base.
+    assert {"console", "pts/0"} <= set((base / "etc/securetty").read_text().split())
+    root_hash = (base / "etc/shadow").read_text().splitlines()[0].split(":")[1]
+    assert root_hash.startswith("$6$") and TEST_PASSWORD not in (base / "etc/shadow").read_text()
+    salt = root_hash.split("$")[2]
+    recomputed = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, TEST_PASSWORD],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    assert recomputed == root_hash
+    keys = base / "root/.ssh/authorized_keys"
+    assert keys.read_text() == SSH_KEY + "\n" and oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert (base / "etc/machine-id").read_text() == ""
+    assert "SELINUX=disabled" in (base / "etc/selinux/config").read_text()
+    assert "/dev/sda1" not in (base / "etc/fstab").read_text()
+    assert "BOOTPROTO=dhcp" in (base / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    assert os.readlink(base / "etc/systemd/system/systemd-udevd.service") == "/dev/null"
+    # The package database is where the guest's rpm looks, not Debian's /root/.rpmdb.
+    assert (base / "var/lib/rpm").is_dir() and not (base / "root/.rpmdb").exists()
+    # Nothing left behind in tmp/.
+    assert list(loop_store.tmp.iterdir()) == []
+
+    again = build_f19(loop_store, fedora_repo19)
+    assert again.returncode == 1 and "already exists" in again.stderr and "--force" in again.stderr
+    forced = build_f19(loop_store, fedora_repo19, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert store.is_read_only(base) and list(loop_store.tmp.iterdir()) == []
+
+    listed = json.loads(lxcforge(loop_store.root, "base", "list", "--json").stdout)
+    assert [(b["name"], b["distro"], b["release"], b["containers"]) for b in listed] == [
+        ("fedora-19", "fedora", "19", [])]
+    info = lxcforge(loop_store.root, "base", "info", "fedora-19")
+    assert info.returncode == 0 and "fedora" in info.stdout
+
+    removed = lxcforge(loop_store.root, "base", "rm", "fedora-19")
+    assert removed.returncode == 0, removed.stderr
+    assert not base.exists()
+    missing = lxcforge(loop_store.root, "base", "rm", "fedora-19")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_default_fedora_mirror_unreachable_is_a_clear_error(loop_store: Store) -> None:
+    result = lxcforge(loop_store.root, "base", "--release", "43", "--no-gpgcheck")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "could not reach the Fedora mirror" in lines[0]
+    assert "mirrors.fedoraproject.org" in lines[0] and "--mirror" in lines[1] and "--repo" in lines[1]
+    assert list(loop_store.bases.iterdir()) == [] and list(loop_store.tmp.iterdir()) == []
+
+
+@pytest.fixture
+def stalling_server() -> Iterator[str]:
+    """An HTTP server on loopback that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/repo/"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_killed_build_leaves_nothing_after_the_next_command(loop_store: Store, stalling_server: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lxcforge", "--store", str(loop_store.root), "base", "--release", "19",
+         "--repo", stalling_server, "--no-gpgcheck"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(loop_store.tmp.glob("base-*")):
+            time.sleep(0.05)
+        assert list(loop_store.tmp.glob("base-*")), "the build never started"
+        time.sleep(1.0)  # dnf is now waiting on the stalled repository
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert list(loop_store.tmp.iterdir()), "a killed build leaves its temporary subvolume"
+    assert not loop_store.base_path("fedora-19").exists()
+
+    listing = lxcforge(loop_store.root, "base", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout) == []
+    assert list(loop_store.tmp.iterdir()) == []
+    assert [p.name for p in loop_store.locks.iterdir() if p.name.startswith("tmp-")] == []
+
+
+def test_bad_input_changes_nothing(loop_store: Store, fedora_repo19: Path, tmp_path: Path) -> None:
+    cases = [
+        (["base", "--release", "nineteen"], "invalid Fedora release"),
+        (["base", "--release", "19", "--name", "../escape"], "invalid base name"),
+        (["base", "--release", "19", "--distro", "arch"], "unknown distro"),
+        (["base", "--release", "19", "--root-password-file", str(tmp_path / "missing")], "cannot read"),
+        (["base", "info", "nope"], "does not exist"),
+    ]
+    for args, message in cases:
+        result = lxcforge(loop_store.root, *args)
+        assert result.returncode == 1, args
+        lines = result.stderr.strip().splitlines()
+        assert message in lines[0] and lines[1].startswith("hint:"), (args, result.stderr)
+    assert list(loop_store.bases.iterdir()) == [] and list(loop_store.tmp.iterdir()) == []
+
+
+def test_hostile_package_cannot_write_outside_the_rootfs(loop_store: Store, tmp_path: Path) -> None:
+    """A repository whose package ships /etc/securetty as a symlink to a host file: the build
+    is refused and the host file is untouched."""
+    victim = tmp_path / "host-securetty"
+    victim.write_text("host\n")
+    repo = _hostile_repo(tmp_path, victim)
+    result = lxcforge(loop_store.root, "base", "--release", "19", "--repo", f"file://{repo}", "--no-gpgcheck",
+                      "--packages", "hostile")
+    assert result.returncode == 1
+    assert "symlink" in result.stderr
+    assert victim.read_text() == "host\n"
+    assert list(loop_store.bases.iterdir()) == [] and list(loop_store.tmp.iterdir()) == []
+
+
+def _hostile_repo(tmp_path: Path, victim: Path) -> Path:
+    from tests.support.fedora_repo import build_repo
+
+    base_repo = build_repo(19)
+    work = tmp_path / "hostile"
+    out = work / "repo"
+    out.mkdir(parents=True)
+    spec = work / "hostile.spec"
+    spec.write_text(f"""Name: hostile
+Version: 1
+Release: 1
+Summary: ships /etc/securetty as a link out of the rootfs
+License: MIT
+BuildArch: noarch
+%description
+test
+%install
+mkdir -p %{{buildroot}}/etc
+ln -s {victim} %{{buildroot}}/etc/securetty.hostile
+%files
+/etc/securetty.hostile
+%posttrans -p <lua>
+os.remove("/etc/securetty")
+posix.symlink("{victim}", "/etc/securetty")
+""")
+    subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work / 'top'}", "--define",
+                    f"_rpmdir {out}", str(spec)], check=True, capture_output=True)
+    for rpm in base_repo.rglob("*.rpm"):
+        (out / rpm.name).symlink_to(rpm)
+    subprocess.run(["createrepo_c", "--quiet", str(out)], check=True, capture_output=True)
+    return out

@@ -1,0 +1,260 @@
+"""Containers on real parts: a Debian systemd base and a Fedora-shaped base, booted under
+libvirt LXC on an isolated test network, with reserved addresses, console logins, exec,
+stop/start and destroy leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lxcforge import network, store
+from lxcforge.rootfs import fixups
+from lxcforge.store import Store
+from lxcforge.virt import Virt
+from tests.integration.conftest import TEST_PASSWORD, lxcforge
+from tests.integration.console import console_login
+
+
+def wait_running(pool: Store, name: str, timeout: float = 60) -> str:
+    """systemctl is-system-running once the boot has settled."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = lxcforge(pool.root, "exec", name, "--", "systemctl", "is-system-running").stdout.strip()
+        if state not in ("starting", "initializing", ""):
+            return state
+        time.sleep(0.5)
+    return state
+
+
+def new(pool: Store, names: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return lxcforge(pool.root, "new", *names, *args, "--json", "--timeout", "60")
+
+
+def dhcp_hosts(virt: Virt, net: str) -> list[network.DhcpHost]:
+    info = virt.network(net)
+    assert info is not None
+    return list(network.parse_network_xml(info.xml).hosts)
+
+
+def veths_on(virt: Virt, net: str) -> list[str]:
+    bridge = virt.network(net).bridge  # type: ignore[union-attr]
+    out = subprocess.run(["ip", "-o", "link", "show", "master", str(bridge)], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip() for line in out.splitlines()]
+
+
+def test_debian_containers_boot_clean_with_their_reserved_addresses(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str, virt: Virt
+) -> None:
+    names = [f"t{unique}-a", f"t{unique}-b"]
+    containers.extend(names)
+    result = new(cached_pool, names, "--base", debian_base, "--network", session_network)
+    assert result.returncode == 0, result.stderr
+    made = {c["name"]: c for c in json.loads(result.stdout)["created"]}
+    reserved = {h.name: h for h in dhcp_hosts(virt, session_network)}
+    machine_ids = set()
+    for name in names:
+        assert wait_running(cached_pool, name) == "running", lxcforge(
+            cached_pool.root, "exec", name, "--", "systemctl", "--failed", "--no-legend").stdout
+        assert reserved[name].ip == made[name]["ipv4"] and reserved[name].mac == made[name]["mac"]
+        addresses = lxcforge(cached_pool.root, "exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+        assert re.findall(r"inet (\S+)/", addresses) == [made[name]["ipv4"]]
+        link = lxcforge(cached_pool.root, "exec", name, "--", "cat", "/sys/class/net/eth0/address").stdout.strip()
+        assert link == made[name]["mac"]
+        assert lxcforge(cached_pool.root, "exec", name, "--", "hostname").stdout.strip() == name
+        machine_ids.add(lxcforge(cached_pool.root, "exec", name, "--", "cat", "/etc/machine-id").stdout.strip())
+    assert len(machine_ids) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", m) for m in machine_ids)
+    assert made[names[0]]["mac"] != made[names[1]]["mac"]
+
+    listed = {c["name"]: c for c in json.loads(lxcforge(cached_pool.root, "list", "--json").stdout)}
+    assert listed[names[0]]["state"] == "running" and listed[names[0]]["leased"] is True
+    assert listed[names[0]]["base"] == debian_base
+    # Plain libvirt domains: virsh sees them.
+    virsh = subprocess.run(["virsh", "-c", "lxc:///", "list", "--name"], capture_output=True, text=True).stdout
+    assert set(names) <= set(virsh.split())
+
+    # The base cannot go while containers use it.
+    refused = lxcforge(cached_pool.root, "base", "rm", debian_base)
+    assert refused.returncode == 1 and names[0] in refused.stderr
+
+
+def _securetty_bases(pool: Store, debian_base: str, unique: str) -> tuple[str, str]:
+    """Two bases from the Debian one with Fedora's console rules: pam_securetty in
+    /etc/pam.d/login and an /etc/securetty without `console`. One gets lxcforge's fix-up."""
+    made = []
+    for variant in ("fixed", "control"):
+        name = f"sec-{variant}-{unique}"
+        path = pool.base_path(name)
+        store.snapshot(pool.base_path(debian_base), path)
+        login = (path / "etc/pam.d/login").read_text()
+        (path / "etc/pam.d/login").write_text("auth required pam_securetty.so\n" + login)
+        (path / "etc/securetty").write_text("tty1\ntty2\ntty3\ntty4\ntty5\ntty6\n")
+        if variant == "fixed":
+            assert fixups.securetty(path)
+        store.set_read_only(path)
+        made.append(name)
+    return made[0], made[1]
+
+
+def test_console_root_login_needs_the_securetty_fixup(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
+) -> None:
+    fixed, control = _securetty_bases(cached_pool, debian_base, unique)
+    try:
+        names = {fixed: f"t{unique}-fix", control: f"t{unique}-ctl"}
+        containers.extend(names.values())
+        for base, name in names.items():
+            result = new(cached_pool, [name], "--base", base, "--network", session_network)
+            assert result.returncode == 0, result.stderr
+            assert wait_running(cached_pool, name) in ("running", "degraded")
+        ok, transcript = console_login(str(cached_pool.root), names[fixed], "root", TEST_PASSWORD)
+        assert ok, transcript
+        refused, transcript = console_login(str(cached_pool.root), names[control], "root", TEST_PASSWORD)
+        assert not refused and "Login incorrect" in transcript, transcript
+    finally:
+        for name in containers:
+            lxcforge(cached_pool.root, "destroy", "--missing-ok", name)
+        for base in (fixed, control):
+            store.delete_tree(cached_pool.base_path(base))
+
+
+def test_fedora_shaped_base_boots_and_gets_its_lease(
+    loop_store: Store, fedora_repo19: Path, session_network: str, unique: str, virt: Virt
+) -> None:
+    built = lxcforge(loop_store.root, "base", "--release", "19", "--repo", f"file://{fedora_repo19}",
+                     "--no-gpgcheck")
+    assert built.returncode == 0, built.stderr
+    name = f"t{unique}-f19"
+    try:
+        result = new(loop_store, [name], "--network", session_network)
+        assert result.returncode == 0, result.stderr
+        made = json.loads(result.stdout)["created"][0]
+        assert made["leased"] is True and made["base"] == "fedora-19"
+        log = lxcforge(loop_store.root, "exec", name, "--", "cat", "/run/init.log").stdout
+        assert f"lease of {made['ipv4']} obtained" in log
+    finally:
+        lxcforge(loop_store.root, "destroy", "--missing-ok", name)
+
+
+def test_exec_stop_start_destroy(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str, virt: Virt
+) -> None:
+    name = f"t{unique}-life"
+    containers.append(name)
+    result = new(cached_pool, [name], "--base", debian_base, "--network", session_network)
+    assert result.returncode == 0, result.stderr
+    address = json.loads(result.stdout)["created"][0]["ipv4"]
+
+    ran = subprocess.run([sys.executable, "-m", "lxcforge", "--store", str(cached_pool.root), "exec", name, "--",
+                          "sh", "-c", "read line; echo got:$line; echo oops >&2; exit 7"],
+                         input="hello\n", capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (7, "got:hello\n", "oops\n")
+
+    assert lxcforge(cached_pool.root, "stop", name, "--timeout", "20").returncode == 0
+    assert virt.state(name) == "shut off"
+    started = lxcforge(cached_pool.root, "start", name)
+    assert started.returncode == 0 and address in started.stdout, started.stderr
+    info = json.loads(lxcforge(cached_pool.root, "info", name, "--json").stdout)
+    assert info["ipv4"] == address and info["state"] == "running"
+    assert isinstance(info["exclusive_bytes"], int)
+
+    veths_before = veths_on(virt, session_network)
+    assert veths_before
+    destroyed = lxcforge(cached_pool.root, "destroy", name)
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert not virt.domain_exists(name)
+    assert not cached_pool.container_path(name).exists()
+    assert name not in {h.name for h in dhcp_hosts(virt, session_network)}
+    assert all(lease.ip != address for lease in virt.leases(session_network))
+    assert len(veths_on(virt, session_network)) == len(veths_before) - 1
+    again = lxcforge(cached_pool.root, "destroy", name)
+    assert again.returncode == 1 and "does not exist" in again.stderr
+    assert lxcforge(cached_pool.root, "destroy", "--missing-ok", name).returncode == 0
+
+
+def _nothing_made(pool: Store, virt: Virt, net: str, name: str) -> None:
+    assert not virt.domain_exists(name)
+    assert not pool.container_path(name).exists()
+    assert name not in {h.name for h in dhcp_hosts(virt, net)}
+
+
+def test_bad_input_is_refused_and_creates_nothing(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str, virt: Virt,
+    tmp_path: Path,
+) -> None:
+    taken = f"t{unique}-taken"
+    containers.append(taken)
+    made = new(cached_pool, [taken], "--base", debian_base, "--network", session_network, "--no-wait")
+    assert made.returncode == 0, made.stderr
+    taken_ip = json.loads(made.stdout)["created"][0]["ipv4"]
+    plan = network.parse_network_xml(virt.network(session_network).xml)  # type: ignore[union-attr]
+    inactive = f"lxfi-{unique}"
+    virt.define_network(network.network_xml(inactive, "10.199.254.0/24", isolated=True), start=False)
+    fresh = f"t{unique}-new"
+    cases = [
+        (["new", "Bad_Name", "--base", debian_base], "invalid container name"),
+        (["new", "a" * 64, "--base", debian_base], "at most 63"),
+        (["new", taken, "--base", debian_base, "--network", session_network], "already exists"),
+        (["new", fresh, "--base", "no-such-base", "--network", session_network], "does not exist"),
+        (["new", fresh, "--base", debian_base, "--network", "no-such-net"], "does not exist"),
+        (["new", fresh, "--base", debian_base, "--network", inactive], "not active"),
+        (["new", fresh, "--base", debian_base, "--network", session_network, "--ip", "192.0.2.7"], "outside"),
+        (["new", fresh, "--base", debian_base, "--network", session_network, "--ip", taken_ip], "taken"),
+        (["new", fresh, "--base", debian_base, "--network", session_network, "--memory", "lots"], "not a size"),
+    ]
+    try:
+        for args, message in cases:
+            result = lxcforge(cached_pool.root, *args)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1, args
+            assert message in lines[0] and len(lines) == 2 and lines[1].startswith("hint:"), (args, result.stderr)
+            _nothing_made(cached_pool, virt, session_network, fresh)
+    finally:
+        virt.remove_network(inactive)
+    assert len(network.parse_network_xml(virt.network(session_network).xml).hosts) == len(plan.hosts)  # type: ignore[union-attr]
+
+    not_btrfs = tmp_path / "plain"
+    not_btrfs.mkdir()
+    (not_btrfs / "data").write_text("x")
+    result = lxcforge(not_btrfs, "new", fresh)
+    assert result.returncode == 1 and "not on btrfs" in result.stderr
+    assert sorted(p.name for p in not_btrfs.iterdir()) == ["data"]
+
+
+def test_failure_midway_undoes_every_step(
+    cached_pool: Store, debian_base: str, session_network: str, unique: str, virt: Virt
+) -> None:
+    """A base without an init: snapshot, address and domain are made, the start fails, and
+    everything is undone."""
+    broken = f"noinit-{unique}"
+    path = cached_pool.base_path(broken)
+    store.snapshot(cached_pool.base_path(debian_base), path)
+    for init in ("sbin/init", "usr/sbin/init"):
+        (path / init).unlink(missing_ok=True)
+    store.set_read_only(path)
+    name = f"t{unique}-broken"
+    try:
+        hosts_before = dhcp_hosts(virt, session_network)
+        result = lxcforge(cached_pool.root, "new", name, "--base", broken, "--network", session_network,
+                          "--timeout", "10")
+        assert result.returncode == 1
+        _nothing_made(cached_pool, virt, session_network, name)
+        assert dhcp_hosts(virt, session_network) == hosts_before
+    finally:
+        lxcforge(cached_pool.root, "destroy", "--missing-ok", name)
+        store.delete_tree(path)
+
+
+def test_dry_run_prints_xml_and_touches_nothing(
+    cached_pool: Store, debian_base: str, session_network: str, unique: str, virt: Virt
+) -> None:
+    name = f"t{unique}-dry"
+    result = lxcforge(cached_pool.root, "new", name, "--base", debian_base, "--network", session_network,
+                      "--print-xml")
+    assert result.returncode == 0, result.stderr
+    assert "<domain" in result.stdout and f"<name>{name}</name>" in result.stdout
+    _nothing_made(cached_pool, virt, session_network, name)
