@@ -10,18 +10,24 @@ import logging
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lxcforge import config
 from lxcforge.errors import LxcforgeError
 from lxcforge.ops import base as base_ops
+from lxcforge.ops import bulk as bulk_ops
+from lxcforge.ops import capacity
 from lxcforge.ops import container as container_ops
 from lxcforge.ops import doctor as doctor_ops
+from lxcforge.ops import networks as network_ops
 from lxcforge.rootfs.build import BuildRequest
 from lxcforge.store import Store
 
@@ -44,6 +50,8 @@ base_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(base_app, name="base")
+network_app = typer.Typer(help="libvirt networks for containers (NAT or isolated, STP off).", no_args_is_help=True)
+app.add_typer(network_app, name="network")
 
 # Without a terminal (CI, pipes) rich would wrap tables at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -292,20 +300,95 @@ def _container_table(containers: list[container_ops.Container]) -> Table:
     return table
 
 
+class _BulkProgress:
+    """A progress bar (created / addressed / failed, rate, ETA) on a terminal; silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool, verb: str = "created") -> None:
+        self.enabled = enabled and err.is_terminal
+        self.counts = {"created": 0, "addressed": 0, "failed": 0, "done": 0}
+        self.verb = verb
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(), console=err, transient=True) if self.enabled else None
+        self.task = self.progress.add_task("", total=total, rate="") if self.progress else None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> _BulkProgress:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def __call__(self, kind: str, _name: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if not self.progress or self.task is None:
+            return
+        finished = self.counts["addressed"] + self.counts["failed"] + self.counts["done"]
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        if self.verb == "created":
+            description = (f"created {self.counts['created']}  with address {self.counts['addressed']}  "
+                           f"failed {self.counts['failed']}")
+        else:
+            description = f"{self.verb} {self.counts['done']}  failed {self.counts['failed']}"
+        self.progress.update(self.task, completed=finished, description=description,
+                             rate=f"{finished / elapsed:.1f}/s")
+
+
+def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        for outcome in summary.succeeded:
+            c = outcome.container
+            if c is not None:
+                out.print(f"{c.name} {c.ipv4 or ''}".rstrip(), markup=False)
+        total, ok = len(summary.outcomes), len(summary.succeeded)
+        rate = ok / summary.seconds if summary.seconds else 0.0
+        line = f"{summary.action}: {ok} of {total} in {summary.seconds:.1f} s ({rate:.1f}/s)"
+        p50, p95 = summary.percentile(50), summary.percentile(95)
+        if p50 is not None and p95 is not None:
+            line += f"; per container p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
+        err.print(line, markup=False)
+        phases = summary.as_dict()["phase_p50_ms"]
+        if isinstance(phases, dict) and phases:
+            err.print("phases p50 (ms): " + ", ".join(f"{k} {v}" for k, v in phases.items()), markup=False)
+        for outcome in summary.failed:
+            err.print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 4 per core, 4-32).")]
+
+
 @app.command()
 def new(
-    names_: NamesArg,
+    names_: Annotated[list[str] | None, typer.Argument(metavar="NAME...", show_default=False)] = None,
+    count: Annotated[int | None, typer.Option(help="Create COUNT containers named PREFIX1..PREFIXCOUNT.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Name prefix for --count.")] = None,
     base: Annotated[str | None, typer.Option(help="Base to snapshot; default: the only base.")] = None,
-    network: Annotated[str | None, typer.Option(help="libvirt network; default 'default'.")] = None,
+    network: Annotated[str | None, typer.Option(
+        help="libvirt network (default 'default'); 'a,b' spreads containers over several.")] = None,
     memory: Annotated[str, typer.Option(help="Memory limit, e.g. 512M, 2G.")] = "512M",
     cpus: Annotated[float | None, typer.Option(help="CPU limit in cores, e.g. 1.5.")] = None,
     ip: Annotated[str | None, typer.Option(help="Reserve this address (one container only).")] = None,
+    static_ip: Annotated[bool, typer.Option("--static-ip", help="Also write the reserved address into the "
+                                            "container's network configuration: reachable at boot, no DHCP.")]
+    = False,
     ssh_key: Annotated[Path | None, typer.Option(help="SSH public key for root.")] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="Define it, do not start it.")] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for its address.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for its address.")] = 60.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each address.")] = 60.0,
     keep_failed: Annotated[bool, typer.Option("--keep-failed",
                                               help="Keep a container that got no address, to debug it.")] = False,
+    jobs: JobsOpt = None,
+    tune_host: Annotated[bool, typer.Option("--tune-host", help="Raise kernel limits that would stop this "
+                                            "many containers, instead of refusing.")] = False,
+    no_capacity_check: Annotated[bool, typer.Option("--no-capacity-check",
+                                                    help="Skip the up-front capacity checks.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "--print-xml",
                                           help="Print the domain XML and planned address; change nothing.")] = False,
     as_json: JsonOpt = False,
@@ -313,17 +396,21 @@ def new(
     """Create containers from a base: snapshot, fix-ups, reserved address, libvirt domain, start.
 
     Each gets a stable MAC derived from its name and a static DHCP reservation on its network,
-    so its address is known before it boots. A failure undoes every step of that container."""
-    if ip and len(names_) > 1:
+    so its address is known before it boots. A failure undoes every step of that container.
+    Many at once: NAME... or --count N --prefix P, in parallel (-j), checked up front for
+    addresses, bridge ports, memory and kernel limits."""
+    wanted = bulk_ops.expand_names(count, prefix, names_ or [])
+    if ip and len(wanted) > 1:
         raise LxcforgeError("--ip applies to one container", hint="create the others without --ip")
     key = None
     if ssh_key is not None:
         key = base_ops.read_credentials(None, ssh_key).ssh_key
-    options = container_ops.NewOptions(base=base, network=network, memory=memory, cpus=cpus, ip=ip, ssh_key=key,
-                                       start=not no_start, wait=not no_wait, timeout=timeout,
-                                       keep_failed=keep_failed)
+    networks = [n.strip() for n in (network or "").split(",") if n.strip()]
+    options = container_ops.NewOptions(base=base, network=networks[0] if networks else None, memory=memory,
+                                       cpus=cpus, ip=ip, ssh_key=key, start=not no_start, wait=not no_wait,
+                                       timeout=timeout, keep_failed=keep_failed, static_ip=static_ip)
     if dry_run:
-        plans = [container_ops.plan(state.settings, name, options) for name in names_]
+        plans = [container_ops.plan(state.settings, name, options) for name in wanted]
         if as_json:
             print_json([{"name": p.spec.name, "ipv4": p.host.ip, "mac": p.host.mac, "xml": p.xml} for p in plans])
         else:
@@ -331,25 +418,20 @@ def new(
                 out.print(f"<!-- {p.spec.name}: {p.host.ip} ({p.host.mac}) on {p.spec.network} -->", markup=False)
                 out.print(p.xml, markup=False, end="")
         return
-    made: list[container_ops.Container] = []
-    failures: list[tuple[str, str]] = []
-    with _Progress(enabled=not as_json) as progress:
-        for name in names_:
-            try:
-                made.append(container_ops.new(state.settings, name, options, progress=progress))
-            except LxcforgeError as exc:
-                if len(names_) == 1:
-                    raise
-                failures.append((name, exc.message))
-    if as_json:
-        print_json({"created": made, "failed": [{"name": n, "error": e} for n, e in failures]})
-    else:
-        for c in made:
-            out.print(f"{c.name} {c.ipv4 or ''}".rstrip())
-        for n, e in failures:
-            err.print(f"[bold red]failed:[/] {n}: {e}", markup=True)
-    if failures:
-        raise typer.Exit(1)
+    if tune_host:
+        capacity.tune()
+    if len(wanted) == 1 and len(networks) <= 1 and count is None:
+        with _Progress(enabled=not as_json) as progress:
+            made = container_ops.new(state.settings, wanted[0], options, progress=progress)
+        if as_json:
+            print_json({"action": "new", "total": 1, "succeeded": 1, "failed": [], "created": [made]})
+        else:
+            out.print(f"{made.name} {made.ipv4 or ''}".rstrip(), markup=False)
+        return
+    with _BulkProgress(len(wanted), enabled=not as_json) as progress_events:
+        summary = bulk_ops.new_many(state.settings, wanted, options, networks=networks, jobs=jobs,
+                                    check_capacity=not no_capacity_check, on_event=progress_events)
+    _print_summary(summary, as_json)
 
 
 @app.command("list")
@@ -378,38 +460,72 @@ def info(name: str, xml: Annotated[bool, typer.Option("--xml", help="Print the d
             out.print(f"{key:16} {value if value is not None else '-'}", markup=False)
 
 
+TargetsArg = Annotated[list[str] | None, typer.Argument(metavar="NAME|GLOB...", show_default=False)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every lxcforge container of this store.")]
+
+
+def _targets(patterns: list[str] | None, all_: bool) -> list[str]:
+    if not patterns and not all_:
+        raise LxcforgeError("no containers named", hint="give names, globs like 'web*', or --all")
+    return bulk_ops.resolve(state.settings, patterns or [], all_=all_)
+
+
+def _each(action: str, targets: list[str], fn: Callable[[str], object], jobs: int | None, as_json: bool,
+          verb: str) -> None:
+    if len(targets) == 1:
+        fn(targets[0])  # one container: its error is the command's error
+        if as_json:
+            print_json({"action": action, "total": 1, "succeeded": 1, "failed": []})
+        return
+    with _BulkProgress(len(targets), enabled=not as_json, verb=verb) as events:
+        summary = bulk_ops.each(action, targets, fn, jobs=jobs, on_event=events)
+    _print_summary(summary, as_json)
+
+
 @app.command()
-def start(names_: NamesArg, no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
-          timeout: Annotated[float, typer.Option(help="Seconds to wait for the address.")] = 60.0) -> None:
-    """Start stopped containers (and wait for their addresses)."""
-    for name in names_:
+def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
+          no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for addresses.")] = False,
+          timeout: Annotated[float, typer.Option(help="Seconds to wait for each address.")] = 60.0,
+          as_json: JsonOpt = False) -> None:
+    """Start stopped containers (and wait for their addresses); names, globs or --all."""
+    def one(name: str) -> None:
         c = container_ops.start(state.settings, name, wait=not no_wait, timeout=timeout)
-        out.print(f"{c.name} {c.ipv4 or ''}".rstrip())
+        if not as_json:
+            out.print(f"{c.name} {c.ipv4 or ''}".rstrip(), markup=False)
+    _each("start", _targets(patterns, all_), one, jobs, as_json, "started")
 
 
 @app.command()
-def stop(names_: NamesArg,
-         timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0) -> None:
-    """Shut containers down cleanly; force them off after --timeout."""
-    for name in names_:
-        container_ops.stop(state.settings, name, timeout=timeout)
+def stop(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
+         timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0,
+         as_json: JsonOpt = False) -> None:
+    """Shut containers down cleanly, forcing them off after --timeout; names, globs or --all."""
+    _each("stop", _targets(patterns, all_), lambda n: container_ops.stop(state.settings, n, timeout=timeout),
+          jobs, as_json, "stopped")
 
 
 @app.command()
-def restart(names_: NamesArg, timeout: Annotated[float, typer.Option()] = 30.0) -> None:
-    """Stop, then start, keeping the address."""
-    for name in names_:
-        c = container_ops.restart(state.settings, name, timeout=timeout)
-        out.print(f"{c.name} {c.ipv4 or ''}".rstrip())
+def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
+            timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0,
+            as_json: JsonOpt = False) -> None:
+    """Stop, then start, keeping the addresses."""
+    _each("restart", _targets(patterns, all_),
+          lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted")
 
 
 @app.command()
-def destroy(names_: NamesArg,
+def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
             missing_ok: Annotated[bool, typer.Option("--missing-ok", help="No error for names that do not exist.")]
-            = False) -> None:
-    """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume."""
-    for name in names_:
-        container_ops.destroy(state.settings, name, missing_ok=missing_ok)
+            = False, as_json: JsonOpt = False) -> None:
+    """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume.
+    Names, globs ('web*') or --all."""
+    targets = _targets(patterns, all_)
+    if not targets:
+        if as_json:
+            print_json({"action": "destroy", "total": 0, "succeeded": 0, "failed": []})
+        return
+    _each("destroy", targets, lambda n: container_ops.destroy(state.settings, n, missing_ok=missing_ok),
+          jobs, as_json, "destroyed")
 
 
 @app.command()
@@ -427,6 +543,47 @@ def exec(name: str, command: Annotated[list[str], typer.Argument(metavar="-- CMD
     if nsenter is None:
         raise LxcforgeError("nsenter is not installed", hint="install util-linux")
     os.execve(nsenter, argv, env)
+
+
+def _network_table(nets: list[network_ops.NetworkSummary]) -> Table:
+    table = Table("name", "state", "bridge", "subnet", "forward", "addresses", "used", "free", "containers",
+                  box=None, pad_edge=False)
+    for n in nets:
+        table.add_row(n.name, "active" if n.active else "inactive", n.bridge or "-", n.subnet or "-",
+                      n.forward or "-", str(n.addresses), str(n.reserved), str(n.free), str(len(n.containers)))
+    return table
+
+
+@network_app.command("create")
+def network_create(
+    name: str,
+    subnet: Annotated[str, typer.Option(help="IPv4 subnet, e.g. 10.40.0.0/22 (1021 addresses).")],
+    isolated: Annotated[bool, typer.Option("--isolated", help="No forwarding: containers reach only the host "
+                                           "and each other.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create and start a network with DHCP over the whole subnet (gateway .1), NAT unless --isolated."""
+    summary = network_ops.create(state.settings, name, subnet, isolated=isolated)
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(_network_table([summary]))
+
+
+@network_app.command("list")
+def network_list(as_json: JsonOpt = False) -> None:
+    """Networks with their addresses: in the DHCP range, reserved, free; and containers on them."""
+    nets = network_ops.list_networks(state.settings)
+    if as_json:
+        print_json(nets)
+    else:
+        out.print(_network_table(nets))
+
+
+@network_app.command("rm")
+def network_rm(name: str) -> None:
+    """Remove a network (refused while containers use it)."""
+    network_ops.remove(state.settings, name)
 
 
 def main() -> None:

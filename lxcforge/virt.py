@@ -112,13 +112,16 @@ class Virt:
             bridge = net.bridgeName()
         except libvirt.libvirtError:
             bridge = None
+        # The persistent definition: reservations made config-only (see network.HOSTSDIR_ROOT)
+        # are there, not in the live one.
+        flags = libvirt.VIR_NETWORK_XML_INACTIVE if net.isPersistent() else 0
         return NetworkInfo(
             name=name,
             active=bool(net.isActive()),
             persistent=bool(net.isPersistent()),
             autostart=bool(net.autostart()),
             bridge=bridge,
-            xml=net.XMLDesc(0),
+            xml=net.XMLDesc(flags),
         )
 
     def networks(self) -> list[str]:
@@ -152,10 +155,10 @@ class Virt:
         except libvirt.libvirtError as exc:
             raise LxcforgeError(f"cannot remove network {name!r}: {_message(exc)}") from exc
 
-    def _update_dhcp_host(self, network: str, command: int, host_xml: str) -> None:
+    def _update_dhcp_host(self, network: str, command: int, host_xml: str, live: bool) -> None:
         net = self._net(network)
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if net.isPersistent() else 0
-        if net.isActive():
+        if live and net.isActive() or not net.isPersistent():
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
         try:
             net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
@@ -163,11 +166,13 @@ class Virt:
             raise LxcforgeError(f"cannot update DHCP hosts of network {network!r}: {_message(exc)}",
                                 hint="check the address with 'lxcforge network list'") from exc
 
-    def add_dhcp_host(self, network: str, host_xml: str) -> None:
-        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, host_xml)
+    def add_dhcp_host(self, network: str, host_xml: str, *, live: bool = True) -> None:
+        """Add a reservation to the persistent definition and, with live, to the running
+        dnsmasq through libvirt."""
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, host_xml, live)
 
-    def remove_dhcp_host(self, network: str, host_xml: str) -> None:
-        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host_xml)
+    def remove_dhcp_host(self, network: str, host_xml: str, *, live: bool = True) -> None:
+        self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host_xml, live)
 
     def leases(self, network: str) -> list[Lease]:
         net = self._net(network)

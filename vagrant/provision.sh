@@ -72,6 +72,7 @@ tune_kernel() {
 fs.inotify.max_user_instances = 8192
 fs.inotify.max_user_watches = 1048576
 kernel.pid_max = 4194304
+kernel.pty.max = 16384
 net.ipv4.neigh.default.gc_thresh1 = 2048
 net.ipv4.neigh.default.gc_thresh2 = 4096
 net.ipv4.neigh.default.gc_thresh3 = 8192

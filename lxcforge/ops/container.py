@@ -6,17 +6,18 @@ and undoes all of them if a later one fails."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lxcforge import domain, host, names, network, store
+from lxcforge import cgroups, dhcp, domain, host, names, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, CapacityError, HostNotReady, InUse, LxcforgeError, NotFound
 from lxcforge.rootfs import fixups
@@ -44,6 +45,7 @@ class NewOptions:
     wait: bool = True
     timeout: float = 60.0
     keep_failed: bool = False
+    static_ip: bool = False  # write the address into the guest too: no DHCP round trip at boot
 
 
 @dataclass(frozen=True)
@@ -111,18 +113,13 @@ def _leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
     return [lease.ip for lease in virt.leases(plan.name) if lease.mac not in reserved]
 
 
-def _all_macs(virt: Virt, plan: network.NetworkPlan) -> set[str]:
-    macs = {h.mac for h in plan.hosts}
-    for dom in virt.domains():
-        meta = domain.read_metadata(dom.xml)
-        if meta and meta.mac:
-            macs.add(meta.mac.lower())
-    return macs
-
-
-def choose_address(virt: Virt, plan: network.NetworkPlan, name: str, requested_ip: str | None) -> network.DhcpHost:
-    mac = network.unique_mac(name, _all_macs(virt, plan))
-    leased = _leased_elsewhere(virt, plan)
+def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | None,
+                   leased: list[str]) -> network.DhcpHost:
+    """A MAC and an address for name on plan's network. leased: addresses dnsmasq still
+    leases to MACs without a reservation (see _leased_elsewhere)."""
+    # Unique among the network's reservations: every lxcforge container on it has one, and a
+    # MAC only has to be unique on its own bridge.
+    mac = network.unique_mac(name, (h.mac for h in plan.hosts))
     if requested_ip:
         if not plan.in_range(requested_ip):
             ranges = ", ".join(f"{a}-{b}" for a, b in plan.ranges)
@@ -168,9 +165,132 @@ def plan(settings: Settings, name: str, options: NewOptions) -> Plan:
         if virt.domain_exists(name):
             raise AlreadyExists(f"container {name} already exists", hint="choose another name")
         net_plan = _network_plan(virt, net)
-        entry = choose_address(virt, net_plan, name, options.ip)
+        entry = choose_address(net_plan, name, options.ip, _leased_elsewhere(virt, net_plan))
     spec = _spec(settings, pool, name, base, net, entry, options)
     return Plan(spec=spec, xml=domain.domain_xml(spec), host=entry)
+
+
+@dataclass
+class Creation:
+    """One container being made: what exists so far (for undo) and how long each phase took."""
+
+    name: str
+    net: str
+    entry: network.DhcpHost | None = None
+    spec: domain.ContainerSpec | None = None
+    gateway: ipaddress.IPv4Interface | None = None
+    undo: Undo = field(default_factory=Undo)
+    phases: dict[str, float] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
+
+    def timed(self, phase: str, started: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + time.monotonic() - started
+
+    def result(self, state: str, leased: bool | None) -> Container:
+        assert self.entry is not None and self.spec is not None
+        return Container(name=self.name, state=state, ipv4=self.entry.ip, mac=self.entry.mac,
+                         network=self.net, base=self.spec.base, memory_bytes=self.spec.memory_bytes,
+                         created=self.spec.created, path=str(self.spec.rootfs), leased=leased)
+
+
+class Creator:
+    """Makes containers from one base with one set of options; safe to call from threads
+    (per-name locks, one lock around address allocation)."""
+
+    def __init__(self, settings: Settings, pool: Store, virt: Virt, base: str, options: NewOptions) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.virt = virt
+        self.base = base
+        self.options = options
+
+    def create(self, name: str, net: str,
+               reserved: tuple[network.DhcpHost, ipaddress.IPv4Interface | None] | None = None) -> Creation:
+        """Snapshot, fix-ups, address (unless reserved already), domain, start; no waiting.
+        On failure every step is undone (a given reservation too) and the error raised; on
+        success the caller owns creation.undo."""
+        creation = Creation(name=name, net=net, entry=reserved[0] if reserved else None,
+                            gateway=reserved[1] if reserved else None)
+        if reserved is not None:
+            entry = reserved[0]
+            creation.undo.push(f"DHCP host {entry.ip}", lambda: _drop_address(self.virt, net, entry))
+        try:
+            with _name_lock(self.pool, name):
+                self._create(creation)
+        except BaseException:
+            creation.undo.rollback()
+            raise
+        return creation
+
+    def _create(self, c: Creation) -> None:
+        virt, pool, name = self.virt, self.pool, c.name
+        t = time.monotonic()
+        if virt.domain_exists(name):
+            raise AlreadyExists(f"container {name} already exists", hint="choose another name, or destroy it first")
+        rootfs = pool.container_path(name)
+        if rootfs.exists():
+            raise AlreadyExists(f"{rootfs} exists without a container",
+                                hint=f"remove it with 'lxcforge destroy --missing-ok {name}'")
+        c.timed("check", t)
+
+        t = time.monotonic()
+        store.snapshot(pool.base_path(self.base), rootfs)
+        c.undo.push(f"snapshot {rootfs}", lambda: store.delete_tree(rootfs))
+        c.timed("snapshot", t)
+
+        t = time.monotonic()
+        fixups.hostname(rootfs, name)
+        fixups.hosts(rootfs, name)
+        fixups.empty_machine_id(rootfs)
+        if self.options.ssh_key:
+            fixups.ssh_authorized_key(rootfs, self.options.ssh_key)
+        init = "/sbin/init"
+        if fixups.has_shell(rootfs):
+            fixups.install_init_wrapper(rootfs, cgroups.WRAPPER_PATH, cgroups.WRAPPER)
+            init = cgroups.WRAPPER_PATH
+        c.timed("fixups", t)
+
+        t = time.monotonic()
+        if c.entry is None:
+            reserved = reserve_addresses(virt, pool, [(name, c.net)], self.options.ip)
+            entry = reserved[name][0]
+            c.entry = entry
+            c.undo.push(f"DHCP host {entry.ip}", lambda: _drop_address(virt, c.net, entry))
+            c.gateway = reserved[name][1]
+        if self.options.static_ip and c.gateway is not None:
+            fixups.static_address_on_eth0(rootfs, c.entry.ip, c.gateway.network.prefixlen, str(c.gateway.ip))
+        c.timed("address", t)
+
+        t = time.monotonic()
+        spec = _spec(self.settings, pool, name, self.base, c.net, c.entry, self.options)
+        c.spec = replace(spec, init=init)
+        virt.define_domain(domain.domain_xml(c.spec))
+        c.undo.push(f"domain {name}", lambda: _undefine(virt, name, c.spec))
+        c.timed("define", t)
+
+        if self.options.start:
+            t = time.monotonic()
+            virt.start(name)
+            c.undo.push(f"running {name}", lambda: _kill(virt, name))
+            c.timed("start", t)
+
+
+def _kill(virt: Virt, name: str) -> None:
+    """Stop at once: SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a
+    systemd init to ignore SIGTERM)."""
+    pid = host.lxc_init_pid(name)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    virt.destroy(name)
+
+
+def _undefine(virt: Virt, name: str, spec: domain.ContainerSpec | None) -> None:
+    virt.undefine(name)
+    if spec is not None:
+        cgroups.remove_group(spec.uuid)
 
 
 def new(settings: Settings, name: str, options: NewOptions,
@@ -180,54 +300,28 @@ def new(settings: Settings, name: str, options: NewOptions,
     pool = _store(settings)
     base = resolve_base(settings, pool, options.base)
     net = options.network or settings.network
-    ssh_key = options.ssh_key
-    with Virt(settings.uri) as virt, _name_lock(pool, name), Undo() as undo:
-        if virt.domain_exists(name):
-            raise AlreadyExists(f"container {name} already exists", hint="choose another name, or destroy it first")
-        rootfs = pool.container_path(name)
-        if rootfs.exists():
-            raise AlreadyExists(f"{rootfs} exists without a container",
-                                hint="remove it with 'lxcforge destroy --missing-ok " + name + "'")
+    with Virt(settings.uri) as virt:
         _network_plan(virt, net)  # fail early, before any work, if the network is missing
-
-        progress(f"{name}: snapshot of {base}")
-        store.snapshot(pool.base_path(base), rootfs)
-        undo.push(f"snapshot {rootfs}", lambda: store.delete_tree(rootfs))
-        fixups.hostname(rootfs, name)
-        fixups.hosts(rootfs, name)
-        fixups.empty_machine_id(rootfs)
-        if ssh_key:
-            fixups.ssh_authorized_key(rootfs, ssh_key)
-
-        with pool.lock(ADDRESS_LOCK):
-            net_plan = _network_plan(virt, net)
-            entry = choose_address(virt, net_plan, name, options.ip)
-            host_xml = network.dhcp_host_xml(entry)
-            virt.add_dhcp_host(net, host_xml)
-        undo.push(f"DHCP host {entry.ip}", lambda: virt.remove_dhcp_host(net, host_xml))
-
-        spec = _spec(settings, pool, name, base, net, entry, options)
-        virt.define_domain(domain.domain_xml(spec))
-        undo.push(f"domain {name}", lambda: virt.undefine(name))
+        progress(f"{name}: creating from {base}")
+        creation = Creator(settings, pool, virt, base, options).create(name, net)
+        assert creation.entry is not None
         leased = None
-        if options.start:
-            progress(f"{name}: starting")
-            virt.start(name)
-            undo.push(f"running {name}", lambda: virt.destroy(name))
-            if options.wait:
-                progress(f"{name}: waiting for {entry.ip}")
-                leased = wait_for_lease(virt, net, entry, options.timeout)
+        try:
+            if options.start and options.wait:
+                progress(f"{name}: waiting for {creation.entry.ip}")
+                leased = wait_for_lease(virt, net, creation.entry, options.timeout)
                 if not leased:
-                    message = f"{name} did not take its address {entry.ip} within {options.timeout:.0f} s"
+                    message = f"{name} did not take its address {creation.entry.ip} within {options.timeout:.0f} s"
                     if not options.keep_failed:
                         raise LxcforgeError(message + "; removed it",
                                             hint="check the base boots ('lxcforge new --keep-failed', then "
                                             "'lxcforge console NAME'), or raise --timeout")
                     log.warning("%s; kept it (--keep-failed)", message)
-        undo.commit()
-    return Container(name=name, state="running" if options.start else "shut off", ipv4=entry.ip, mac=entry.mac,
-                     network=net, base=base, memory_bytes=spec.memory_bytes, created=spec.created,
-                     path=str(rootfs), leased=leased)
+        except BaseException:
+            creation.undo.rollback()
+            raise
+        creation.undo.commit()
+    return creation.result("running" if options.start else "shut off", leased)
 
 
 def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float) -> bool:
@@ -359,8 +453,9 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False) -> bool:
             if meta is None or meta.store != str(settings.store):
                 raise NotFound(f"{name} is not an lxcforge container of store {settings.store}",
                                hint="remove it with virsh if you mean to")
-            virt.destroy(name)
-            virt.undefine(name)
+            _kill(virt, name)
+            _undefine(virt, name, None)
+            cgroups.remove_group(dom.uuid)
             if meta.network and meta.mac and meta.ip:
                 _drop_address(virt, meta.network, network.DhcpHost(meta.mac, meta.ip, name))
         if rootfs.exists():
@@ -371,6 +466,62 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False) -> bool:
     return found
 
 
+Reservation = tuple[network.DhcpHost, ipaddress.IPv4Interface | None]
+
+
+def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]],
+                      requested_ip: str | None = None) -> dict[str, Reservation]:
+    """Reserve an address for each (name, network) under the one address lock, reading
+    each network once: allocation is the serial part of making containers, so it is one
+    short critical section for a whole batch rather than one per container."""
+    reserved: dict[str, Reservation] = {}
+    with pool.lock(ADDRESS_LOCK):
+        plans: dict[str, network.NetworkPlan] = {}
+        leased: dict[str, list[str]] = {}
+        try:
+            for name, net in wanted:
+                if net not in plans:
+                    plans[net] = _network_plan(virt, net)
+                    leased[net] = _leased_elsewhere(virt, plans[net])
+                plan = plans[net]
+                entry = choose_address(plan, name, requested_ip, leased[net])
+                _reserve(virt, plan, entry)
+                plans[net] = replace(plan, hosts=(*plan.hosts, entry))
+                reserved[name] = (entry, plan.gateway)
+        except BaseException:
+            for name, (entry, _gw) in reserved.items():
+                net = dict(wanted)[name]
+                try:
+                    _drop_address(virt, net, entry)
+                except LxcforgeError as exc:
+                    log.warning("could not drop reservation of %s: %s", name, exc)
+            raise
+    return reserved
+
+
+def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> None:
+    """A static DHCP reservation: always in the network's persistent definition (the truth
+    `virsh net-dumpxml --inactive` shows); made live through dnsmasq's watched hosts
+    directory on lxcforge's networks, or through libvirt's live update elsewhere."""
+    host_xml = network.dhcp_host_xml(entry)
+    if plan.hostsdir:
+        virt.add_dhcp_host(plan.name, host_xml, live=False)
+        try:
+            dhcp.publish(plan.hostsdir, entry)
+        except OSError:
+            virt.remove_dhcp_host(plan.name, host_xml, live=False)
+            raise
+    else:
+        virt.add_dhcp_host(plan.name, host_xml)
+
+
+def drop_reservation(virt: Virt, net: str, entry: network.DhcpHost) -> None:
+    try:
+        _drop_address(virt, net, entry)
+    except LxcforgeError as exc:
+        log.warning("could not drop the reservation of %s: %s", entry.name, exc)
+
+
 def _drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
     info = virt.network(net)
     if info is None:
@@ -378,20 +529,11 @@ def _drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
     plan = network.parse_network_xml(info.xml)
     for existing in plan.hosts:
         if existing.mac == entry.mac:
-            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing))
+            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir)
+    if plan.hostsdir:
+        dhcp.withdraw(plan.hostsdir, net, entry.mac)
     if info.active and info.bridge:
-        release_lease(info.bridge, entry)
-
-
-def release_lease(bridge: str, entry: network.DhcpHost) -> None:
-    """Tell dnsmasq the lease is over (as the client would), so the address is free again
-    at once instead of an hour later."""
-    from lxcforge.run import run, which
-
-    if which("dhcp_release") is None:
-        log.info("dhcp_release not installed; dnsmasq keeps %s's lease until it expires", entry.ip)
-        return
-    run(["dhcp_release", bridge, entry.ip, entry.mac], check=False)
+        dhcp.release_lease(info.bridge, entry)
 
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -138,6 +138,13 @@ def dhcp_on_eth0(root: Path, stack: NetworkStack) -> None:
 
 def static_address_on_eth0(root: Path, address: str, prefix: int, gateway: str) -> None:
     """The reserved address written into the guest, so it needs no DHCP round trip."""
+    if safepath.exists(root, "/etc/sysconfig/network-scripts/ifcfg-eth0"):
+        safepath.write_text(
+            root, "/etc/sysconfig/network-scripts/ifcfg-eth0",
+            f"DEVICE=eth0\nBOOTPROTO=none\nONBOOT=yes\nTYPE=Ethernet\nNM_CONTROLLED=no\n"
+            f"IPADDR={address}\nPREFIX={prefix}\nGATEWAY={gateway}\nDNS1={gateway}\n",
+        )
+        return
     safepath.write_text(
         root, "/etc/systemd/network/80-lxcforge-eth0.network",
         f"[Match]\nName=eth0\n\n[Network]\nAddress={address}/{prefix}\nGateway={gateway}\nDNS={gateway}\n",
@@ -162,6 +169,18 @@ def _unit_path(root: Path, unit: str) -> str | None:
 def mask_units(root: Path, units: tuple[str, ...] = MASKED_UNITS) -> None:
     for unit in units:
         safepath.symlink(root, f"/etc/systemd/system/{unit}", "/dev/null")
+
+
+def has_shell(root: Path) -> bool:
+    """True if the rootfs has /bin/sh (usually a symlink to dash or bash; resolved at run time
+    inside the container, never here)."""
+    return any(safepath.exists(root, p) or safepath.is_symlink(root, p) for p in ("/usr/bin/sh", "/bin/sh"))
+
+
+def install_init_wrapper(root: Path, path: str, script: str) -> None:
+    """A script run as the container's init before the real one (see lxcforge.cgroups)."""
+    safepath.write_text(root, path, script, mode=0o755)
+    safepath.chmod(root, path, 0o755)
 
 
 def hostname(root: Path, name: str) -> None:

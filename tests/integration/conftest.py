@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lxcforge import network
+from lxcforge import dhcp, network
 from lxcforge.errors import LxcforgeError
 from lxcforge.rootfs import build, debian, fixups
 from lxcforge.store import Store, create_subvolume
@@ -61,6 +61,7 @@ def test_network(virt: Virt, unique: str) -> Iterator[str]:
         subnet = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
         if not any(subnet.overlaps(u) for u in used):
             break
+    dhcp.ensure_hostsdir(network.hostsdir_for(name))
     virt.define_network(network.network_xml(name, str(subnet), isolated=True))
     try:
         yield name
@@ -69,6 +70,7 @@ def test_network(virt: Virt, unique: str) -> Iterator[str]:
             virt.remove_network(name)
         except LxcforgeError:
             pass
+        dhcp.remove_hostsdir(network.hostsdir_for(name))
 
 
 @pytest.fixture
@@ -166,6 +168,7 @@ def session_network() -> Iterator[str]:
             subnet = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
             if not any(subnet.overlaps(u) for u in used):
                 break
+        dhcp.ensure_hostsdir(network.hostsdir_for(name))
         connection.define_network(network.network_xml(name, str(subnet), isolated=True))
         try:
             yield name
@@ -174,6 +177,7 @@ def session_network() -> Iterator[str]:
                 connection.remove_network(name)
             except LxcforgeError:
                 pass
+            dhcp.remove_hostsdir(network.hostsdir_for(name))
 
 
 @pytest.fixture

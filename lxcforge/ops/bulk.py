@@ -1,0 +1,290 @@
+"""Many containers at once: parallel create (pipelined with a single lease watcher),
+destroy, stop and start, with progress events and a summary.
+
+Only address allocation and network updates are serialised (one lock); snapshots, fix-ups,
+defines and starts of different containers run in parallel, and the wait for addresses is
+one poll of the lease table for all of them, not one per container."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from lxcforge import domain, names
+from lxcforge.config import Settings
+from lxcforge.errors import AlreadyExists, LxcforgeError
+from lxcforge.ops import capacity
+from lxcforge.ops import container as container_ops
+from lxcforge.virt import Virt
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+
+
+def default_jobs() -> int:
+    # Starting a container is mostly libvirtd's and the kernel's work; a few workers per core
+    # keep that pipeline full without oversubscribing a small host.
+    return max(4, min(32, 4 * (os.cpu_count() or 1)))
+
+
+Event = Callable[[str, str], None]  # (kind, name): created | addressed | failed | done
+
+
+@dataclass
+class Outcome:
+    name: str
+    ok: bool
+    error: str | None = None
+    seconds: float = 0.0
+    container: container_ops.Container | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    action: str
+    outcomes: list[Outcome]
+    seconds: float
+
+    @property
+    def succeeded(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def percentile(self, q: float) -> float | None:
+        times = sorted(o.seconds for o in self.succeeded)
+        if not times:
+            return None
+        if len(times) == 1:
+            return times[0]
+        return statistics.quantiles(times, n=100, method="inclusive")[int(q) - 1]
+
+    def phase_percentile(self, phase: str, q: float) -> float | None:
+        times = sorted(o.phases[phase] for o in self.succeeded if phase in o.phases)
+        if not times:
+            return None
+        if len(times) == 1:
+            return times[0]
+        return statistics.quantiles(times, n=100, method="inclusive")[int(q) - 1]
+
+    def as_dict(self) -> dict[str, object]:
+        phases = sorted({p for o in self.succeeded for p in o.phases})
+        return {
+            "action": self.action,
+            "total": len(self.outcomes),
+            "succeeded": len(self.succeeded),
+            "failed": [{"name": o.name, "error": o.error} for o in self.failed],
+            "seconds": round(self.seconds, 3),
+            "p50_seconds": _round(self.percentile(50)),
+            "p95_seconds": _round(self.percentile(95)),
+            "phase_p50_ms": {p: _round((self.phase_percentile(p, 50) or 0) * 1000) for p in phases},
+            "created" if self.action == "new" else "done":
+                [o.container for o in self.succeeded if o.container is not None] if self.action == "new"
+                else [o.name for o in self.succeeded],
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def expand_names(count: int | None, prefix: str | None, given: Sequence[str]) -> list[str]:
+    """NAME... and/or --count N --prefix P (P1..PN), in order, each validated, no repeats."""
+    result = list(given)
+    if count is not None:
+        if not prefix:
+            raise LxcforgeError("--count needs --prefix", hint="e.g. lxcforge new --count 100 --prefix web")
+        if count < 1:
+            raise LxcforgeError("--count must be at least 1", hint="e.g. --count 100")
+        result += [f"{prefix}{i}" for i in range(1, count + 1)]
+    if not result:
+        raise LxcforgeError("no container names given", hint="lxcforge new NAME... or --count N --prefix P")
+    seen: set[str] = set()
+    for name in result:
+        names.validate_container_name(name)
+        if name in seen:
+            raise LxcforgeError(f"{name} is named twice", hint="give each container once")
+        seen.add(name)
+    return result
+
+
+def new_many(
+    settings: Settings,
+    wanted: Sequence[str],
+    options: container_ops.NewOptions,
+    *,
+    networks: Sequence[str] = (),
+    jobs: int | None = None,
+    check_capacity: bool = True,
+    on_event: Event = lambda _kind, _name: None,
+) -> Summary:
+    """Create wanted in parallel. Every check that can be made before the first container
+    is made first; then each container either ends up running with its address or leaves
+    nothing behind."""
+    started = time.monotonic()
+    nets = list(networks) or [options.network or settings.network]
+    pool = container_ops._store(settings)
+    base = container_ops.resolve_base(settings, pool, options.base)
+    with Virt(settings.uri) as virt:
+        existing = {d.name for d in virt.domains()}
+        clash = [n for n in wanted if n in existing or pool.container_path(n).exists()]
+        if clash:
+            shown = ", ".join(clash[:5]) + (" ..." if len(clash) > 5 else "")
+            raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}",
+                                hint="choose other names, or destroy them first")
+        plans = {net: container_ops._network_plan(virt, net) for net in nets}
+        if check_capacity:
+            capacity.require(capacity.check_new(settings, virt, pool, plans, len(wanted), options))
+        creator = container_ops.Creator(settings, pool, virt, base, options)
+        assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
+        reservations = container_ops.reserve_addresses(virt, pool, list(assignment.items()))
+        outcomes = _run_creations(creator, virt, wanted, assignment, reservations, options,
+                                  jobs or default_jobs(), on_event)
+    return Summary("new", outcomes, time.monotonic() - started)
+
+
+def _run_creations(
+    creator: container_ops.Creator,
+    virt: Virt,
+    wanted: Sequence[str],
+    assignment: dict[str, str],
+    reservations: dict[str, container_ops.Reservation],
+    options: container_ops.NewOptions,
+    jobs: int,
+    on_event: Event,
+) -> list[Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    waiting: dict[str, container_ops.Creation] = {}
+    wait_for_address = options.start and options.wait
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="lxcforge-new") as executor:
+        futures: dict[Future[container_ops.Creation], str] = {
+            executor.submit(creator.create, name, assignment[name], reservations[name]): name for name in wanted}
+        try:
+            while futures or waiting:
+                if futures:
+                    done, _ = wait(list(futures), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                else:
+                    done = set()
+                    time.sleep(POLL_SECONDS)
+                for future in done:
+                    name = futures.pop(future)
+                    try:
+                        creation = future.result()
+                    except Exception as exc:
+                        outcomes[name] = Outcome(name, False, _reason(exc))
+                        on_event("failed", name)
+                        continue
+                    on_event("created", name)
+                    if wait_for_address:
+                        waiting[name] = creation
+                    else:
+                        creation.undo.commit()
+                        outcomes[name] = _success(creation, None)
+                        on_event("done", name)
+                if waiting:
+                    _collect_leases(virt, waiting, outcomes, options, on_event)
+        except BaseException:
+            # Interrupted: what is not finished must not stay half-made.
+            cancelled = [name for future, name in futures.items() if future.cancel()]
+            for creation in waiting.values():
+                creation.undo.rollback()
+            for name in cancelled:  # never started: only its reservation exists
+                container_ops.drop_reservation(virt, assignment[name], reservations[name][0])
+            raise
+    return [outcomes[name] for name in wanted]
+
+
+def _collect_leases(virt: Virt, waiting: dict[str, container_ops.Creation], outcomes: dict[str, Outcome],
+                    options: container_ops.NewOptions, on_event: Event) -> None:
+    leased: set[tuple[str, str]] = set()
+    for net in {c.net for c in waiting.values()}:
+        try:
+            leased |= {(lease.mac, lease.ip) for lease in virt.leases(net)}
+        except LxcforgeError as exc:
+            log.warning("cannot read leases of %s: %s", net, exc)
+    now = time.monotonic()
+    for name, creation in list(waiting.items()):
+        assert creation.entry is not None
+        if (creation.entry.mac, creation.entry.ip) in leased:
+            creation.timed("lease", creation.started_at + sum(creation.phases.values()))
+            creation.undo.commit()
+            outcomes[name] = _success(creation, True)
+            del waiting[name]
+            on_event("addressed", name)
+        elif now - creation.started_at > options.timeout:
+            del waiting[name]
+            reason = f"no lease for {creation.entry.ip} within {options.timeout:.0f} s"
+            if options.keep_failed:
+                creation.undo.commit()
+                reason += " (kept: --keep-failed)"
+            else:
+                creation.undo.rollback()
+            outcomes[name] = Outcome(name, False, reason, now - creation.started_at, phases=creation.phases)
+            on_event("failed", name)
+
+
+def _success(creation: container_ops.Creation, leased: bool | None) -> Outcome:
+    state = "running" if creation.spec is not None and creation.phases.get("start") is not None else "shut off"
+    return Outcome(creation.name, True, None, time.monotonic() - creation.started_at,
+                   creation.result(state, leased), dict(creation.phases))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, LxcforgeError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- many existing containers -------------------------------------------------------------------
+def resolve(settings: Settings, patterns: Sequence[str], *, all_: bool) -> list[str]:
+    """Names, globs ('web*') and --all, against lxcforge's containers of this store. A literal
+    name that matches nothing is kept, so the operation can say it does not exist."""
+    with Virt(settings.uri) as virt:
+        mine = []
+        for dom in virt.domains():
+            meta = domain.read_metadata(dom.xml)
+            if meta is not None and meta.store == str(settings.store):
+                mine.append(dom.name)
+    on_disk = sorted(p.name for p in (settings.store / "containers").glob("*")) if all_ or patterns else []
+    known = sorted(set(mine) | set(on_disk))
+    if all_:
+        return known
+    result: list[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            result += [n for n in known if fnmatch.fnmatchcase(n, pattern) and n not in result]
+        elif pattern not in result:
+            result.append(names.validate_container_name(pattern))
+    return result
+
+
+def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jobs: int | None = None,
+         on_event: Event = lambda _kind, _name: None) -> Summary:
+    """Run fn(name) for every target in parallel; failures are collected, not raised."""
+    started = time.monotonic()
+    outcomes: dict[str, Outcome] = {}
+
+    def one(name: str) -> Outcome:
+        t = time.monotonic()
+        try:
+            fn(name)
+        except Exception as exc:
+            on_event("failed", name)
+            return Outcome(name, False, _reason(exc), time.monotonic() - t)
+        on_event("done", name)
+        return Outcome(name, True, None, time.monotonic() - t)
+
+    with ThreadPoolExecutor(max_workers=jobs or default_jobs(), thread_name_prefix=f"lxcforge-{action}") as ex:
+        for outcome in ex.map(one, targets):
+            outcomes[outcome.name] = outcome
+    return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started)

@@ -1,0 +1,92 @@
+"""`lxcforge network`: libvirt networks for containers, beyond the 253 hosts of 'default'."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from lxcforge import dhcp, domain, names, network
+from lxcforge.config import Settings
+from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
+from lxcforge.virt import Virt
+
+
+@dataclass(frozen=True)
+class NetworkSummary:
+    name: str
+    active: bool
+    bridge: str | None
+    subnet: str | None
+    forward: str | None
+    addresses: int
+    reserved: int
+    free: int
+    containers: list[str]
+
+
+def create(settings: Settings, name: str, subnet: str, *, isolated: bool = False) -> NetworkSummary:
+    names.validate_network_name(name)
+    try:
+        net = ipaddress.IPv4Network(subnet, strict=True)
+    except ValueError as exc:
+        raise LxcforgeError(f"invalid subnet {subnet!r}: {exc}", hint="e.g. --subnet 10.40.0.0/22") from exc
+    if not net.is_private:
+        raise LxcforgeError(f"{subnet} is not a private range", hint="use 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
+    try:
+        xml = network.network_xml(name, str(net), isolated=isolated)
+    except ValueError as exc:
+        raise LxcforgeError(str(exc), hint="use a /29 or larger") from exc
+    with Virt(settings.uri) as virt:
+        if virt.network(name) is not None:
+            raise AlreadyExists(f"network {name} already exists", hint="choose another name")
+        for other in virt.networks():
+            info = virt.network(other)
+            plan = network.parse_network_xml(info.xml) if info else None
+            if plan and plan.gateway and plan.gateway.network.overlaps(net):
+                raise AlreadyExists(f"{subnet} overlaps network {other} ({plan.gateway.network})",
+                                    hint="choose another subnet")
+        dhcp.ensure_hostsdir(network.hostsdir_for(name))
+        virt.define_network(xml, start=True, autostart=True)
+        return _summary(virt, settings, name)
+
+
+def _containers_on(virt: Virt, settings: Settings, name: str) -> list[str]:
+    users = []
+    for dom in virt.domains():
+        meta = domain.read_metadata(dom.xml)
+        if meta is not None and meta.network == name:
+            users.append(dom.name)
+    return users
+
+
+def _summary(virt: Virt, settings: Settings, name: str) -> NetworkSummary:
+    info = virt.network(name)
+    if info is None:
+        raise NotFound(f"network {name} does not exist", hint="see 'lxcforge network list'")
+    plan = network.parse_network_xml(info.xml)
+    leased: list[str] = []
+    if info.active:
+        reserved_macs = {h.mac for h in plan.hosts}
+        leased = [lease.ip for lease in virt.leases(name) if lease.mac not in reserved_macs]
+    return NetworkSummary(
+        name=name, active=info.active, bridge=info.bridge,
+        subnet=str(plan.gateway.network) if plan.gateway else None, forward=plan.forward or "isolated",
+        addresses=plan.range_size(), reserved=len(plan.hosts), free=len(network.free_addresses(plan, leased)),
+        containers=sorted(_containers_on(virt, settings, name)),
+    )
+
+
+def list_networks(settings: Settings) -> list[NetworkSummary]:
+    with Virt(settings.uri) as virt:
+        return [_summary(virt, settings, name) for name in virt.networks()]
+
+
+def remove(settings: Settings, name: str) -> None:
+    with Virt(settings.uri) as virt:
+        summary = _summary(virt, settings, name)
+        if summary.containers:
+            shown = ", ".join(summary.containers[:10]) + (" ..." if len(summary.containers) > 10 else "")
+            raise InUse(f"network {name} is used by {len(summary.containers)} container(s): {shown}",
+                        hint="destroy them first")
+        virt.remove_network(name)
+        dhcp.remove_hostsdir(network.hostsdir_for(name))
