@@ -202,7 +202,8 @@ def base(
     ctx: typer.Context,
     release: Annotated[str | None, typer.Option(help="Release: a number for Fedora (19, 41), "
                                                 "a code name for Debian/Ubuntu (bookworm, noble).")] = None,
-    distro: Annotated[str, typer.Option(help="fedora (dnf/yum), debian or ubuntu (debootstrap).")] = "fedora",
+    distro: Annotated[str, typer.Option(help="fedora (dnf/yum), debian or ubuntu (debootstrap), or minimal "
+                                        "(the host's busybox: DHCP and nothing else).")] = "fedora",
     name: Annotated[str | None, typer.Option(help="Base name; default DISTRO-RELEASE.")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture; default the host's.")] = None,
     packages: Annotated[str | None, typer.Option(help="More packages, comma-separated.")] = None,

@@ -154,3 +154,23 @@ def lxc_init_pid(name: str) -> int | None:
         return None
     kids = children(controller)
     return min(kids) if kids else None
+
+
+def inotify_instances_of_root() -> int:
+    """inotify instances held by uid 0 (what fs.inotify.max_user_instances limits)."""
+    count = 0
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != 0:
+                continue
+            for fd in (entry / "fd").iterdir():
+                try:
+                    if os.readlink(fd) == "anon_inode:inotify":
+                        count += 1
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return count

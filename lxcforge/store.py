@@ -167,9 +167,11 @@ class Store:
 
     # -- locks ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, name: str, *, blocking: bool = True) -> Iterator[None]:
-        """An exclusive lock on name (a container, a base, 'addresses'), across processes."""
-        with _flock(self.locks / f"{name}.lock", blocking=blocking):
+    def lock(self, name: str, *, blocking: bool = True, remove: bool = False) -> Iterator[None]:
+        """An exclusive lock on name (a container, a base, 'addresses'), across processes.
+        remove: delete the lock file on release (per-container locks, so none outlive their
+        container)."""
+        with _flock(self.locks / f"{name}.lock", blocking=blocking, remove=remove):
             yield
 
     # -- subvolumes -----------------------------------------------------------------------
@@ -229,13 +231,28 @@ class TmpSubvolume:
 
 
 @contextlib.contextmanager
-def _flock(path: Path, *, blocking: bool) -> Iterator[None]:
+def _flock(path: Path, *, blocking: bool, remove: bool = False) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(fd)
+            raise
+        # A holder that removed the file on release may have left us locking an orphan.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         yield
     finally:
+        if remove:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         os.close(fd)
 
 

@@ -90,7 +90,7 @@ def create(
     target = pool.base_path(base_name)
     started = time.monotonic()
     try:
-        lock = pool.lock(f"base-{base_name}", blocking=False)
+        lock = pool.lock(f"base-{base_name}", blocking=False, remove=True)
         lock.__enter__()
     except BlockingIOError:
         raise InUse(f"base {base_name} is being built by another lxcforge",
@@ -182,6 +182,6 @@ def remove(settings: Settings, name: str) -> None:
         shown = ", ".join(sorted(users)[:10]) + (" ..." if len(users) > 10 else "")
         raise InUse(f"base {name} is used by {len(users)} container(s): {shown}",
                     hint="destroy them first ('lxcforge destroy NAME ...')")
-    with pool.lock(f"base-{name}"):
+    with pool.lock(f"base-{name}", remove=True):
         store.delete_tree(path)
 

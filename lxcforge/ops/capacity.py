@@ -70,6 +70,7 @@ class HostLoad:
     ptys: int
     mem_available: int
     libvirtd_nofile: int | None
+    inotify_in_use: int = 0
 
 
 def host_load(virt: Virt) -> HostLoad:
@@ -85,7 +86,8 @@ def host_load(virt: Virt) -> HostLoad:
                     nofile = int(line.split()[3])
         except (OSError, ValueError, IndexError):
             continue
-    return HostLoad(running, processes, _sysctl_int("kernel.pty.nr") or 0, available, nofile)
+    return HostLoad(running, processes, _sysctl_int("kernel.pty.nr") or 0, available, nofile,
+                    host.inotify_instances_of_root())
 
 
 def evaluate(
@@ -118,10 +120,11 @@ def evaluate(
                 "spread over more networks: --network a,b"))
     total = load.running_containers + count
     inotify = sysctls.get("fs.inotify.max_user_instances")
-    if inotify is not None and total * INOTIFY_PER_CONTAINER + 64 > inotify:
+    if inotify is not None and load.inotify_in_use + count * INOTIFY_PER_CONTAINER > inotify:
+        room = max(0, (inotify - load.inotify_in_use) // INOTIFY_PER_CONTAINER)
         problems.append(Problem(
-            "inotify instances", f"fs.inotify.max_user_instances = {inotify}: room for about "
-            f"{max(0, (inotify - 64) // INOTIFY_PER_CONTAINER)} systemd containers, {total} wanted",
+            "inotify instances", f"fs.inotify.max_user_instances = {inotify}, {load.inotify_in_use} in use: "
+            f"room for about {room} more systemd containers, {count} wanted",
             _tune_fix("fs.inotify.max_user_instances")))
     pid_max = sysctls.get("kernel.pid_max")
     if pid_max is not None and load.processes + count * PIDS_PER_CONTAINER > pid_max:

@@ -338,7 +338,7 @@ class _name_lock:
     """The per-name lock: one lxcforge at a time changes a given container."""
 
     def __init__(self, pool: Store, name: str) -> None:
-        self.cm = pool.lock(f"container-{name}", blocking=False)
+        self.cm = pool.lock(f"container-{name}", blocking=False, remove=True)
 
     def __enter__(self) -> None:
         try:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxcforge.errors import CommandFailed, HostNotReady, LxcforgeError
-from lxcforge.rootfs import debian, fedora, fixups, safepath
+from lxcforge.rootfs import debian, fedora, fixups, minimal, safepath
 from lxcforge.run import run, which
 
 log = logging.getLogger(__name__)
 
-DISTROS = ("fedora", "debian", "ubuntu")
+DISTROS = ("fedora", "debian", "ubuntu", "minimal")
 # Where the store's package cache appears inside the installroot while dnf runs (dnf
 # resolves cachedir inside the installroot; a bind mount in a private mount namespace puts
 # the store's cache there and vanishes with the process, even if it is killed).
@@ -60,6 +60,10 @@ def validate(request: BuildRequest) -> None:
     if request.distro == "fedora":
         if not request.release.isdigit() or not 10 <= int(request.release) <= 99:
             raise LxcforgeError(f"invalid Fedora release {request.release!r}", hint="use a number, e.g. --release 41")
+    elif request.distro == "minimal":
+        if request.repos or request.mirror or request.packages:
+            raise LxcforgeError("the minimal base takes no packages, mirror or repositories",
+                                hint="lxcforge base --distro minimal --release 1")
     elif not re.fullmatch(r"[a-z][a-z0-9.-]*", request.release):
         raise LxcforgeError(f"invalid {request.distro} release {request.release!r}",
                             hint="use a code name, e.g. --release bookworm or --release noble")
@@ -78,6 +82,11 @@ def hash_password(password: str) -> str:
 def build_rootfs(request: BuildRequest, root: Path, workdir: Path, cache: Path, progress: Progress) -> None:
     """Install request's distribution into root (an empty directory) and apply the fix-ups.
     workdir: an empty scratch directory outside root; cache: the store's package cache."""
+    if request.distro == "minimal":
+        progress("installing the host's busybox")
+        minimal.build(root)
+        apply_base_fixups(root, fixups.NetworkStack.NETWORKD, request.credentials, minimal_base=True)
+        return
     if request.distro == "fedora":
         _install_fedora(request, root, workdir, cache, progress)
         release = request.fedora_release
@@ -89,13 +98,15 @@ def build_rootfs(request: BuildRequest, root: Path, workdir: Path, cache: Path, 
     apply_base_fixups(root, stack, request.credentials)
 
 
-def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Credentials) -> None:
+def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Credentials,
+                      minimal_base: bool = False) -> None:
     fixups.securetty(root)
     fixups.empty_machine_id(root)
     fixups.disable_selinux(root)
     fixups.empty_fstab(root)
-    fixups.dhcp_on_eth0(root, stack)
-    fixups.mask_units(root)
+    if not minimal_base:  # busybox's init needs neither
+        fixups.dhcp_on_eth0(root, stack)
+        fixups.mask_units(root)
     if credentials.password_hash:
         fixups.root_password_hash(root, credentials.password_hash)
     if credentials.ssh_key:

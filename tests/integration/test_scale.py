@@ -1,0 +1,183 @@
+"""Many containers at once, on real parts: networks lxcforge creates, parallel create spread
+over two networks, capacity refused up front, partial failure, glob destroy, churn, and
+parallel systemd boots that must all end `running`."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lxcforge import network, store
+from lxcforge.store import Store
+from lxcforge.virt import Virt
+from tests.integration.conftest import _routed_subnets, lxcforge
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_subnet(prefix: int = 24) -> str:
+    used = _routed_subnets()
+    for _ in range(100):
+        candidate = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/{prefix}",
+                                          strict=False)
+        if not any(candidate.overlaps(u) for u in used):
+            return str(candidate)
+    raise AssertionError("no free subnet")
+
+
+@pytest.fixture
+def minimal_store(loop_store: Store) -> Store:
+    built = lxcforge(loop_store.root, "base", "--distro", "minimal", "--release", "1")
+    assert built.returncode == 0, built.stderr
+    return loop_store
+
+
+@pytest.fixture
+def made_networks(minimal_store: Store) -> Iterator[list[str]]:
+    """Networks appended here are removed at teardown (after their containers)."""
+    nets: list[str] = []
+    yield nets
+    lxcforge(minimal_store.root, "destroy", "--all", "--missing-ok")
+    for net in nets:
+        lxcforge(minimal_store.root, "network", "rm", net)
+
+
+def create_network(pool: Store, nets: list[str], name: str, subnet: str) -> None:
+    result = lxcforge(pool.root, "network", "create", name, "--subnet", subnet, "--isolated", "--json")
+    assert result.returncode == 0, result.stderr
+    nets.append(name)
+
+
+def test_network_create_list_rm(minimal_store: Store, made_networks: list[str], unique: str) -> None:
+    name = f"lxn{unique}"
+    subnet = free_subnet(23)
+    create_network(minimal_store, made_networks, name, subnet)
+    listed = {n["name"]: n for n in json.loads(lxcforge(minimal_store.root, "network", "list", "--json").stdout)}
+    assert listed[name]["subnet"] == subnet and listed[name]["addresses"] == 509
+    assert listed[name]["forward"] == "isolated" and listed[name]["free"] == 509
+    again = lxcforge(minimal_store.root, "network", "create", name, "--subnet", free_subnet())
+    assert again.returncode == 1 and "already exists" in again.stderr
+    overlap = lxcforge(minimal_store.root, "network", "create", f"lxo{unique}", "--subnet", subnet)
+    assert overlap.returncode == 1 and "overlaps" in overlap.stderr
+
+    made = lxcforge(minimal_store.root, "new", f"n{unique}", "--network", name)
+    assert made.returncode == 0, made.stderr
+    refused = lxcforge(minimal_store.root, "network", "rm", name)
+    assert refused.returncode == 1 and f"n{unique}" in refused.stderr
+    assert lxcforge(minimal_store.root, "destroy", f"n{unique}").returncode == 0
+    assert lxcforge(minimal_store.root, "network", "rm", name).returncode == 0
+    made_networks.remove(name)
+    assert not Path(network.hostsdir_for(name)).exists()
+
+
+def test_bulk_create_spread_over_two_networks_then_glob_destroy(
+    minimal_store: Store, made_networks: list[str], unique: str, virt: Virt
+) -> None:
+    nets = [f"lxa{unique}", f"lxb{unique}"]
+    for net in nets:
+        create_network(minimal_store, made_networks, net, free_subnet())
+    prefix = f"s{unique}-"
+    result = lxcforge(minimal_store.root, "new", "--count", "12", "--prefix", prefix, "--network", ",".join(nets),
+                      "--json", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["succeeded"] == 12 and summary["failed"] == []
+    by_net: dict[str, int] = {}
+    for c in summary["created"]:
+        assert c["leased"] is True
+        by_net[c["network"]] = by_net.get(c["network"], 0) + 1
+    assert by_net == {nets[0]: 6, nets[1]: 6}
+    listed = json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)
+    assert sum(1 for c in listed if c["name"].startswith(prefix) and c["state"] == "running") == 12
+
+    gone = lxcforge(minimal_store.root, "destroy", f"{prefix}*", "--json")
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["succeeded"] == 12
+    assert not [d for d in virt.domains() if d.name.startswith(prefix)]
+    assert not list(minimal_store.containers.iterdir())
+    for net in nets:
+        info = virt.network(net)
+        assert info is not None
+        assert network.parse_network_xml(info.xml).hosts == ()
+        assert list(Path(network.hostsdir_for(net)).iterdir()) == []
+
+
+def test_capacity_is_refused_before_any_container_is_made(
+    minimal_store: Store, made_networks: list[str], unique: str, virt: Virt
+) -> None:
+    tiny = f"lxt{unique}"
+    create_network(minimal_store, made_networks, tiny, free_subnet(29))  # 5 addresses
+    result = lxcforge(minimal_store.root, "new", "--count", "8", "--prefix", f"c{unique}-", "--network", tiny)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "not enough room" in lines[0] and "5 free addresses, 8 needed" in lines[0]
+    assert lines[1].startswith("hint:") and "--network a,b" in lines[1]
+    assert not list(minimal_store.containers.iterdir())
+    assert network.parse_network_xml(virt.network(tiny).xml).hosts == ()  # type: ignore[union-attr]
+
+
+def test_partial_failure_keeps_the_good_and_leaves_nothing_of_the_bad(
+    minimal_store: Store, made_networks: list[str], unique: str, virt: Virt
+) -> None:
+    net = f"lxp{unique}"
+    create_network(minimal_store, made_networks, net, free_subnet())
+    # A base whose init gives up at once in containers named bad*: no address, ever.
+    flaky = minimal_store.base_path("flaky")
+    store.snapshot(minimal_store.base_path("minimal-1"), flaky)
+    init = (flaky / "sbin/init").read_text()
+    (flaky / "sbin/init").write_text(init.replace("export PATH=/bin:/sbin\n", "export PATH=/bin:/sbin\n"
+                                                  "case $(cat /etc/hostname) in bad*) exit 1;; esac\n", 1))
+    store.set_read_only(flaky)
+    names = [f"good{unique}a", f"bad{unique}", f"good{unique}b"]
+    result = lxcforge(minimal_store.root, "new", *names, "--base", "flaky", "--network", net, "--timeout", "6",
+                      "--json")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert [f["name"] for f in summary["failed"]] == [f"bad{unique}"]
+    assert "no lease" in summary["failed"][0]["error"]
+    assert sorted(c["name"] for c in summary["created"]) == sorted([names[0], names[2]])
+    assert all(virt.state(n) == "running" for n in (names[0], names[2]))
+    assert not virt.domain_exists(f"bad{unique}")
+    assert not minimal_store.container_path(f"bad{unique}").exists()
+    hosts = network.parse_network_xml(virt.network(net).xml).hosts  # type: ignore[union-attr]
+    assert sorted(h.name or "" for h in hosts) == sorted([names[0], names[2]])
+
+
+def test_churn_leaves_nothing_behind() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "churn.py"), "--cycles", "10", "--batch", "3"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failed cycles, 0 leaks" in result.stdout
+
+
+def test_parallel_systemd_boots_all_end_running(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
+) -> None:
+    """Started together, systemd containers trampled each other's unit cgroups on hosts
+    without systemd-machined (units failing with 219/CGROUP); each now has its own."""
+    prefix = f"p{unique}-"
+    names = [f"{prefix}{i}" for i in range(1, 17)]
+    containers.extend(names)
+    result = lxcforge(cached_pool.root, "new", *names, "--base", debian_base, "--network", session_network,
+                      "-j", "16", "--json", "--timeout", "90")
+    assert result.returncode == 0, result.stderr
+    states = {}
+    for name in names:
+        state = ""
+        for _ in range(120):
+            state = lxcforge(cached_pool.root, "exec", name, "--", "systemctl", "is-system-running").stdout.strip()
+            if state not in ("starting", "initializing", ""):
+                break
+            subprocess.run(["sleep", "0.5"])
+        states[name] = state
+    failed = {n: s for n, s in states.items() if s != "running"}
+    details = {n: lxcforge(cached_pool.root, "exec", n, "--", "systemctl", "--failed", "--no-legend").stdout
+               for n in failed}
+    assert not failed, details
