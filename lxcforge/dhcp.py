@@ -59,10 +59,13 @@ def reload(net: str) -> None:
         log.debug("no dnsmasq to reload for %s", net)
 
 
-def release_lease(bridge: str, host: network.DhcpHost) -> None:
+def release_lease(bridge: str, host: network.DhcpHost, client_id: str | None = None) -> None:
     """Tell dnsmasq the lease is over (as the client would), so the address is free again
     at once instead of an hour later."""
     if which("dhcp_release") is None:
         log.info("dhcp_release not installed; dnsmasq keeps %s's lease until it expires", host.ip)
         return
-    run(["dhcp_release", bridge, host.ip, host.mac], check=False)
+    argv = ["dhcp_release", bridge, host.ip, host.mac]
+    if client_id:
+        argv.append(client_id)
+    run(argv, check=False)

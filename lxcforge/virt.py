@@ -53,6 +53,7 @@ class Lease:
     ip: str
     hostname: str | None
     expiry: int
+    client_id: str | None = None
 
 
 def _message(exc: libvirt.libvirtError) -> str:
@@ -182,7 +183,7 @@ class Virt:
             raise LxcforgeError(f"cannot read leases of {network!r}: {_message(exc)}") from exc
         return [
             Lease(mac=r["mac"].lower(), ip=r["ipaddr"], hostname=r.get("hostname"),
-                  expiry=int(r.get("expirytime", 0)))
+                  expiry=int(r.get("expirytime", 0)), client_id=r.get("clientid") or None)
             for r in raw
             if r.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4
         ]

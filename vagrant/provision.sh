@@ -26,13 +26,13 @@ DEBIAN_PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-lxc libvirt-clients libvirt-dev pkg-config
     dnsmasq-base dnsmasq-utils iptables iproute2 btrfs-progs libbtrfsutil-dev
     dnf rpm createrepo-c debootstrap busybox-static
-    python3 python3-venv python3-dev gcc procps util-linux
+    python3 python3-venv python3-dev gcc procps util-linux iputils-ping openssl
 )
 FEDORA_PACKAGES=(
     libvirt-daemon-lxc libvirt-daemon-driver-network libvirt-daemon-config-network
     libvirt-client libvirt-devel pkgconf-pkg-config dnsmasq dnsmasq-utils iproute
     btrfs-progs libbtrfsutil-devel dnf rpm-build createrepo_c debootstrap busybox
-    python3 python3-devel gcc procps-ng util-linux
+    python3 python3-devel gcc procps-ng util-linux iputils openssl
 )
 
 install_packages() {

@@ -523,17 +523,21 @@ def drop_reservation(virt: Virt, net: str, entry: network.DhcpHost) -> None:
 
 
 def _drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
+    """End the lease (with the client id the client used, or dnsmasq ignores the release),
+    then remove the reservation."""
     info = virt.network(net)
     if info is None:
         return
     plan = network.parse_network_xml(info.xml)
+    if info.active and info.bridge:
+        for lease in virt.leases(net):
+            if lease.mac == entry.mac:
+                dhcp.release_lease(info.bridge, network.DhcpHost(lease.mac, lease.ip), lease.client_id)
     for existing in plan.hosts:
         if existing.mac == entry.mac:
             virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir)
     if plan.hostsdir:
         dhcp.withdraw(plan.hostsdir, net, entry.mac)
-    if info.active and info.bridge:
-        dhcp.release_lease(info.bridge, entry)
 
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Time until N containers are running and their addresses answer: lxcforge against the
+2013 method (btrfs snapshot + virsh define + virsh start one after another in a shell loop,
+random MACs, dynamic leases, addresses read from the lease table), in the same run.
+
+    sudo .venv/bin/python bench/scale.py --count 300                       # minimal base
+    sudo .venv/bin/python bench/scale.py --count 100 --base debian-bookworm  # systemd base
+
+Prints figures and ratios; not a test. Runs in the store given by --store (default: the
+configured store), on isolated networks it creates and removes; the minimal base is built
+if missing. Everything it creates is removed at the end."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import ipaddress
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lxcforge import config, domain, network  # noqa: E402
+from lxcforge.virt import Virt  # noqa: E402
+
+
+def lxcforge(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "lxcforge", *args], capture_output=True, text=True, cwd=REPO)
+    if check and result.returncode:
+        raise SystemExit(f"lxcforge {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def free_subnet(prefix: int) -> str:
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout.splitlines()
+    used = [ipaddress.IPv4Network(r.split()[0], strict=False) for r in routes if r and r.split()[0] != "default"]
+    for _ in range(200):
+        candidate = ipaddress.IPv4Network(f"10.{random.randint(150, 254)}.{random.randint(0, 63) * 4}.0/{prefix}",
+                                          strict=False)
+        if not any(candidate.overlaps(u) for u in used):
+            return str(candidate)
+    raise SystemExit("no free subnet")
+
+
+def answering(addresses: list[str], timeout: float) -> int:
+    """How many addresses answer a ping (the host sits on the isolated bridge)."""
+    def ping(ip: str) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if subprocess.run(["ping", "-c1", "-W1", "-q", ip], capture_output=True).returncode == 0:
+                return True
+        return False
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        return sum(pool.map(ping, addresses))
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int | None,
+                 static_ip: bool) -> dict[str, object]:
+    prefix = "lxb-"
+    args = ["--store", str(store), "new", "--count", str(count), "--prefix", prefix, "--base", base,
+            "--network", ",".join(nets), "--json", "--timeout", "180", "--tune-host"]
+    if jobs:
+        args += ["-j", str(jobs)]
+    if static_ip:
+        args += ["--static-ip", "--no-wait"]
+    before = mem_available()
+    started = time.monotonic()
+    try:
+        made = lxcforge(*args, check=False)
+        created = time.monotonic() - started
+        summary = json.loads(made.stdout) if made.stdout.strip() else {"created": [], "failed": [made.stderr]}
+        addresses = [c["ipv4"] for c in summary["created"]]
+        answered = answering(addresses, timeout=120)
+        ready = time.monotonic() - started
+        time.sleep(2)
+        per_container_mem = (before - mem_available()) / max(1, len(addresses))
+        exclusive = []
+        for c in summary["created"][:5]:
+            out = subprocess.run(["btrfs", "filesystem", "du", "-s", "--raw", c["path"]], capture_output=True,
+                                 text=True)
+            lines = out.stdout.splitlines()
+            if len(lines) > 1:
+                exclusive.append(int(lines[1].split()[1]))
+    finally:
+        started = time.monotonic()
+        lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False)
+        destroyed = time.monotonic() - started
+    phases = summary.get("phase_p50_ms", {})
+    own = sum(v for k, v in phases.items() if k in ("check", "snapshot", "fixups", "address", "define"))
+    return {
+        "created_s": round(created, 1), "ready_s": round(ready, 1), "addressed": len(addresses),
+        "answering": answered, "failed": len(summary.get("failed", [])), "phases_p50_ms": phases,
+        "own_overhead_p50_ms": round(own, 1), "mem_per_container_mib": round(per_container_mem / 2**20, 1),
+        "exclusive_disk_kib": round(sum(exclusive) / max(1, len(exclusive)) / 1024, 1),
+        "destroy_s": round(destroyed, 1),
+    }
+
+
+def run_2013(store: Path, base: str, count: int, net: str, work: Path) -> dict[str, object]:
+    """The manual method: a shell loop of snapshot, define, start; random MACs; leases."""
+    rootfs_dir = work / "manual"
+    rootfs_dir.mkdir(exist_ok=True)
+    subprocess.run(["mount", "--bind", str(store), str(rootfs_dir)], check=True)
+    xml_dir = work / "xml"
+    xml_dir.mkdir(exist_ok=True)
+    macs = {}
+    for i in range(1, count + 1):
+        name = f"man-{i}"
+        mac = "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+        macs[name] = mac
+        spec = domain.ContainerSpec(name=name, uuid=str(uuid.uuid4()), rootfs=store / "containers" / name,
+                                    network=net, mac=mac, memory_bytes=512 * 2**20)
+        (xml_dir / f"{name}.xml").write_text(domain.domain_xml(spec))
+    script = f"""
+set -e
+for i in $(seq 1 {count}); do
+    btrfs -q subvolume snapshot {shlex.quote(str(store))}/bases/{base} {shlex.quote(str(store))}/containers/man-$i
+    virsh -q -c lxc:/// define {xml_dir}/man-$i.xml >/dev/null
+    virsh -q -c lxc:/// start man-$i >/dev/null
+done
+"""
+    started = time.monotonic()
+    subprocess.run(["bash", "-c", script], check=False)
+    launched = time.monotonic() - started
+    wanted = {m.lower() for m in macs.values()}
+    deadline = time.monotonic() + 120
+    leased: dict[str, str] = {}
+    with Virt() as virt:
+        while time.monotonic() < deadline:
+            leased = {lease.mac: lease.ip for lease in virt.leases(net) if lease.mac in wanted}
+            if len(leased) == len(wanted):
+                break
+            time.sleep(0.5)
+    answered = answering(list(leased.values()), timeout=30)
+    ready = time.monotonic() - started
+    destroy = f"""
+for i in $(seq 1 {count}); do
+    virsh -q -c lxc:/// destroy man-$i >/dev/null 2>&1
+    virsh -q -c lxc:/// undefine man-$i >/dev/null 2>&1
+    btrfs -q subvolume delete {shlex.quote(str(store))}/containers/man-$i >/dev/null 2>&1
+done
+"""
+    started = time.monotonic()
+    subprocess.run(["bash", "-c", destroy], check=False)
+    destroyed = time.monotonic() - started
+    subprocess.run(["umount", str(rootfs_dir)], check=False)
+    return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
+            "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--base", default="minimal-1", help="base in the store (minimal-1 is built if missing)")
+    parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument("--jobs", "-j", type=int, default=None)
+    parser.add_argument("--static-ip", action="store_true", help="lxcforge with --static-ip (no DHCP at boot)")
+    parser.add_argument("--skip-2013", action="store_true")
+    args = parser.parse_args()
+
+    store = args.store or config.load().store
+    lxcforge("--store", str(store), "store", "attach")
+    if args.base == "minimal-1" and not (store / "bases" / "minimal-1").exists():
+        lxcforge("--store", str(store), "base", "--distro", "minimal", "--release", "1")
+    per_network = 1000
+    nets = [f"lxbench{i}" for i in range((args.count + per_network - 1) // per_network)]
+    for net in nets:
+        lxcforge("--store", str(store), "network", "create", net, "--subnet", free_subnet(21), "--isolated")
+    manual_net = "lxbench-man"
+    work = Path(tempfile.mkdtemp(prefix="lxcforge-bench-"))
+    try:
+        result: dict[str, object] = {"count": args.count, "base": args.base, "cores": os.cpu_count(),
+                                     "lxcforge": run_lxcforge(store, args.base, args.count, nets, args.jobs,
+                                                              args.static_ip)}
+        if not args.skip_2013:
+            # Dynamic leases only, like the 2013 guide's network; the default range is /24-sized
+            # there, here a /21 so that the method is not limited by the range.
+            with Virt() as virt:
+                virt.define_network(network.network_xml(manual_net, free_subnet(21), isolated=True).replace(
+                    '<dnsmasq:options>', '<!--').replace('</dnsmasq:options>', '-->').replace(
+                    'stp="off"', 'stp="on"'))
+            try:
+                result["manual_2013"] = run_2013(store, args.base, args.count, manual_net, work)
+            finally:
+                with Virt() as virt:
+                    virt.remove_network(manual_net)
+            ours, theirs = result["lxcforge"], result["manual_2013"]
+            assert isinstance(ours, dict) and isinstance(theirs, dict)
+            result["ratio_ready"] = round(float(theirs["ready_s"]) / max(0.1, float(ours["ready_s"])), 2)
+            result["ratio_destroy"] = round(float(theirs["destroy_s"]) / max(0.1, float(ours["destroy_s"])), 2)
+    finally:
+        for net in nets:
+            lxcforge("--store", str(store), "network", "rm", net, check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(work)])
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
