@@ -63,6 +63,23 @@ def answering(addresses: list[str], timeout: float) -> int:
         return sum(pool.map(ping, addresses))
 
 
+def system_states(names: list[str]) -> dict[str, int]:
+    """systemctl is-system-running in each container, once boots have settled: counts."""
+    def state(name: str) -> str:
+        value = ""
+        for _ in range(60):
+            value = lxcforge("exec", name, "--", "systemctl", "is-system-running", check=False).stdout.strip()
+            if value not in ("starting", "initializing", ""):
+                break
+            time.sleep(1)
+        return value or "unknown"
+    counts: dict[str, int] = {}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for value in pool.map(state, names):
+            counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
 def mem_available() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -71,7 +88,7 @@ def mem_available() -> int:
 
 
 def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int | None,
-                 static_ip: bool) -> dict[str, object]:
+                 static_ip: bool, systemd: bool) -> dict[str, object]:
     prefix = "lxb-"
     args = ["--store", str(store), "new", "--count", str(count), "--prefix", prefix, "--base", base,
             "--network", ",".join(nets), "--json", "--timeout", "180", "--tune-host"]
@@ -88,6 +105,7 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         addresses = [c["ipv4"] for c in summary["created"]]
         answered = answering(addresses, timeout=120)
         ready = time.monotonic() - started
+        states = system_states([c["name"] for c in summary["created"]]) if systemd else {}
         time.sleep(2)
         per_container_mem = (before - mem_available()) / max(1, len(addresses))
         exclusive = []
@@ -108,11 +126,11 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         "answering": answered, "failed": len(summary.get("failed", [])), "phases_p50_ms": phases,
         "own_overhead_p50_ms": round(own, 1), "mem_per_container_mib": round(per_container_mem / 2**20, 1),
         "exclusive_disk_kib": round(sum(exclusive) / max(1, len(exclusive)) / 1024, 1),
-        "destroy_s": round(destroyed, 1),
+        "destroy_s": round(destroyed, 1), "system_states": states,
     }
 
 
-def run_2013(store: Path, base: str, count: int, net: str, work: Path) -> dict[str, object]:
+def run_2013(store: Path, base: str, count: int, net: str, work: Path, systemd: bool) -> dict[str, object]:
     """The manual method: a shell loop of snapshot, define, start; random MACs; leases."""
     rootfs_dir = work / "manual"
     rootfs_dir.mkdir(exist_ok=True)
@@ -149,6 +167,7 @@ done
             time.sleep(0.5)
     answered = answering(list(leased.values()), timeout=30)
     ready = time.monotonic() - started
+    states = system_states(list(macs)) if systemd else {}
     destroy = f"""
 for i in $(seq 1 {count}); do
     virsh -q -c lxc:/// destroy man-$i >/dev/null 2>&1
@@ -161,7 +180,8 @@ done
     destroyed = time.monotonic() - started
     subprocess.run(["umount", str(rootfs_dir)], check=False)
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
-            "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1)}
+            "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1),
+            "system_states": states}
 
 
 def main() -> int:
@@ -175,6 +195,7 @@ def main() -> int:
     args = parser.parse_args()
 
     store = args.store or config.load().store
+    systemd = not args.base.startswith("minimal")
     lxcforge("--store", str(store), "store", "attach")
     if args.base == "minimal-1" and not (store / "bases" / "minimal-1").exists():
         lxcforge("--store", str(store), "base", "--distro", "minimal", "--release", "1")
@@ -187,7 +208,7 @@ def main() -> int:
     try:
         result: dict[str, object] = {"count": args.count, "base": args.base, "cores": os.cpu_count(),
                                      "lxcforge": run_lxcforge(store, args.base, args.count, nets, args.jobs,
-                                                              args.static_ip)}
+                                                              args.static_ip, systemd)}
         if not args.skip_2013:
             # Dynamic leases only, like the 2013 guide's network; the default range is /24-sized
             # there, here a /21 so that the method is not limited by the range.
@@ -196,7 +217,7 @@ def main() -> int:
                     '<dnsmasq:options>', '<!--').replace('</dnsmasq:options>', '-->').replace(
                     'stp="off"', 'stp="on"'))
             try:
-                result["manual_2013"] = run_2013(store, args.base, args.count, manual_net, work)
+                result["manual_2013"] = run_2013(store, args.base, args.count, manual_net, work, systemd)
             finally:
                 with Virt() as virt:
                     virt.remove_network(manual_net)

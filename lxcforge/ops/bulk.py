@@ -145,7 +145,7 @@ def new_many(
         plans = {net: container_ops._network_plan(virt, net) for net in nets}
         if check_capacity:
             capacity.require(capacity.check_new(settings, virt, pool, plans, len(wanted), options))
-        creator = container_ops.Creator(settings, pool, virt, base, options)
+        creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
         reservations = container_ops.reserve_addresses(virt, pool, list(assignment.items()))
         outcomes = _run_creations(creator, virt, wanted, assignment, reservations, options,

@@ -104,9 +104,10 @@ def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Crede
     fixups.empty_machine_id(root)
     fixups.disable_selinux(root)
     fixups.empty_fstab(root)
-    if not minimal_base:  # busybox's init needs neither
+    if not minimal_base:  # busybox's init needs none of these
         fixups.dhcp_on_eth0(root, stack)
         fixups.mask_units(root)
+        fixups.volatile_journal(root)
     if credentials.password_hash:
         fixups.root_password_hash(root, credentials.password_hash)
     if credentials.ssh_key:

@@ -166,3 +166,9 @@ def test_safepath_write_keeps_mode_and_is_atomic(rootfs: Path) -> None:
     assert (rootfs / "etc/passwd").read_text() == "new\n"
     assert stat.S_IMODE((rootfs / "etc/passwd").stat().st_mode) == 0o640
     assert sorted(p.name for p in (rootfs / "etc").iterdir()) == ["passwd"]
+
+
+def test_volatile_journal(rootfs: Path) -> None:
+    assert not (rootfs / "etc/systemd/journald.conf.d").exists()
+    fixups.volatile_journal(rootfs)
+    assert "Storage=volatile" in (rootfs / "etc/systemd/journald.conf.d/50-lxcforge.conf").read_text()
