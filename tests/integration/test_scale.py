@@ -97,6 +97,16 @@ def test_bulk_create_spread_over_two_networks_then_glob_destroy(
     listed = json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)
     assert sum(1 for c in listed if c["name"].startswith(prefix) and c["state"] == "running") == 12
 
+    before = {c["name"]: c["ipv4"] for c in listed if c["name"].startswith(prefix)}
+    stopped = lxcforge(minimal_store.root, "stop", f"{prefix}*", "--timeout", "10", "--json")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["succeeded"] == 12, stopped.stderr
+    assert all(virt.state(n) == "shut off" for n in before)
+    started = lxcforge(minimal_store.root, "start", f"{prefix}*", "--json")
+    assert started.returncode == 0 and json.loads(started.stdout)["succeeded"] == 12, started.stderr
+    after = {c["name"]: c["ipv4"] for c in json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)
+             if c["name"].startswith(prefix) and c["state"] == "running" and c["leased"]}
+    assert after == before
+
     gone = lxcforge(minimal_store.root, "destroy", f"{prefix}*", "--json")
     assert gone.returncode == 0, gone.stderr
     assert json.loads(gone.stdout)["succeeded"] == 12

@@ -172,3 +172,22 @@ def test_volatile_journal(rootfs: Path) -> None:
     assert not (rootfs / "etc/systemd/journald.conf.d").exists()
     fixups.volatile_journal(rootfs)
     assert "Storage=volatile" in (rootfs / "etc/systemd/journald.conf.d/50-lxcforge.conf").read_text()
+
+
+def test_init_wrapper_needs_a_shell(rootfs: Path) -> None:
+    assert not fixups.has_shell(rootfs)
+    (rootfs / "usr/bin").mkdir(parents=True)
+    (rootfs / "usr/bin/sh").symlink_to("dash")
+    assert fixups.has_shell(rootfs)
+    fixups.install_init_wrapper(rootfs, "/usr/sbin/lxcforge-init", "#!/bin/sh\nexec /sbin/init\n")
+    assert os.access(rootfs / "usr/sbin/lxcforge-init", os.X_OK)
+
+
+def test_static_address_for_networkd_and_ifcfg(rootfs: Path) -> None:
+    fixups.static_address_on_eth0(rootfs, "10.1.2.3", 24, "10.1.2.1")
+    text = (rootfs / "etc/systemd/network/80-lxcforge-eth0.network").read_text()
+    assert "Address=10.1.2.3/24" in text and "Gateway=10.1.2.1" in text and "DHCP" not in text
+    fixups.dhcp_on_eth0(rootfs, fixups.NetworkStack.IFCFG)
+    fixups.static_address_on_eth0(rootfs, "10.1.2.3", 24, "10.1.2.1")
+    ifcfg = (rootfs / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    assert "BOOTPROTO=none" in ifcfg and "IPADDR=10.1.2.3" in ifcfg and "PREFIX=24" in ifcfg

@@ -72,3 +72,14 @@ def test_network_xml_golden_isolated_and_nat() -> None:
 def test_network_xml_rejects_tiny_subnets() -> None:
     with pytest.raises(ValueError):
         network.network_xml("x", "10.0.0.0/30")
+
+
+def test_lxcforge_networks_carry_a_dnsmasq_hosts_directory() -> None:
+    plan = network.parse_network_xml(network.network_xml("lab", "10.77.0.0/24"))
+    assert plan.hostsdir == network.hostsdir_for("lab")
+    assert network.parse_network_xml(DEFAULT).hostsdir is None
+
+
+def test_hostsdir_line() -> None:
+    host = network.DhcpHost("02:4c:46:00:00:01", "10.77.0.9", "web1")
+    assert network.hostsdir_line(host) == "02:4c:46:00:00:01,10.77.0.9,web1\n"
