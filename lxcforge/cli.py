@@ -525,8 +525,13 @@ def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = N
         if as_json:
             print_json({"action": "destroy", "total": 0, "succeeded": 0, "failed": []})
         return
-    _each("destroy", targets, lambda n: container_ops.destroy(state.settings, n, missing_ok=missing_ok),
-          jobs, as_json, "destroyed")
+    if len(targets) == 1:
+        _each("destroy", targets, lambda n: container_ops.destroy(state.settings, n, missing_ok=missing_ok),
+              jobs, as_json, "destroyed")
+        return
+    with _BulkProgress(len(targets), enabled=not as_json, verb="destroyed") as events:
+        summary = bulk_ops.destroy_many(state.settings, targets, missing_ok=missing_ok, jobs=jobs, on_event=events)
+    _print_summary(summary, as_json)
 
 
 @app.command()

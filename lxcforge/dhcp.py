@@ -44,11 +44,10 @@ def publish(hostsdir: str, host: network.DhcpHost) -> None:
     partial.rename(target)
 
 
-def withdraw(hostsdir: str, net: str, mac: str) -> None:
-    """Remove a reservation file; dnsmasq forgets removed entries only on SIGHUP."""
+def withdraw(hostsdir: str, mac: str) -> None:
+    """Remove a reservation file; dnsmasq forgets removed entries only on reload()."""
     with contextlib.suppress(FileNotFoundError):
         _entry_file(hostsdir, mac).unlink()
-    reload(net)
 
 
 def reload(net: str) -> None:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lxcforge import domain, names
+from lxcforge import domain, names, network
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
-from lxcforge.ops import capacity
+from lxcforge.ops import addresses, capacity
 from lxcforge.ops import container as container_ops
 from lxcforge.virt import Virt
 
@@ -142,12 +142,12 @@ def new_many(
             shown = ", ".join(clash[:5]) + (" ..." if len(clash) > 5 else "")
             raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}",
                                 hint="choose other names, or destroy them first")
-        plans = {net: container_ops._network_plan(virt, net) for net in nets}
+        plans = {net: addresses.network_plan(virt, net) for net in nets}
         if check_capacity:
             capacity.require(capacity.check_new(settings, virt, pool, plans, len(wanted), options))
         creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
-        reservations = container_ops.reserve_addresses(virt, pool, list(assignment.items()))
+        reservations = addresses.reserve_addresses(virt, pool, list(assignment.items()))
         outcomes = _run_creations(creator, virt, wanted, assignment, reservations, options,
                                   jobs or default_jobs(), on_event)
     return Summary("new", outcomes, time.monotonic() - started)
@@ -158,7 +158,7 @@ def _run_creations(
     virt: Virt,
     wanted: Sequence[str],
     assignment: dict[str, str],
-    reservations: dict[str, container_ops.Reservation],
+    reservations: dict[str, addresses.Reservation],
     options: container_ops.NewOptions,
     jobs: int,
     on_event: Event,
@@ -199,7 +199,7 @@ def _run_creations(
             for creation in waiting.values():
                 creation.undo.rollback()
             for name in cancelled:  # never started: only its reservation exists
-                container_ops.drop_reservation(virt, assignment[name], reservations[name][0])
+                addresses.drop_reservation(virt, assignment[name], reservations[name][0])
             raise
     return [outcomes[name] for name in wanted]
 
@@ -288,3 +288,28 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
         for outcome in ex.map(one, targets):
             outcomes[outcome.name] = outcome
     return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started)
+
+
+def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool = False, jobs: int | None = None,
+                 on_event: Event = lambda _kind, _name: None) -> Summary:
+    """Destroy in parallel on one connection; the reservations of all of them are dropped
+    together at the end, one network read and one dnsmasq reload per network."""
+    pool = container_ops._store(settings)
+    deferred: list[tuple[str, network.DhcpHost]] = []
+    with Virt(settings.uri) as virt:
+        summary = each("destroy", targets,
+                       lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok, virt=virt,
+                                                          pool=pool, deferred=deferred),
+                       jobs=jobs, on_event=on_event)
+        by_network: dict[str, list[network.DhcpHost]] = {}
+        for net, entry in deferred:
+            by_network.setdefault(net, []).append(entry)
+        for net, entries in by_network.items():
+            try:
+                addresses.drop_addresses(virt, net, entries)
+            except LxcforgeError as exc:
+                for entry in entries:
+                    for outcome in summary.outcomes:
+                        if outcome.name == entry.name:
+                            outcome.ok, outcome.error = False, f"reservation not dropped: {exc.message}"
+    return summary

@@ -15,6 +15,7 @@ from pathlib import Path
 from lxcforge import domain, host, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import CapacityError
+from lxcforge.ops import addresses
 from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -183,7 +184,7 @@ def check_new(settings: Settings, virt: Virt, pool: Store, plans: Mapping[str, n
     free_by_network = {}
     ports_by_network = {}
     for net, plan in plans.items():
-        leased = container_ops._leased_elsewhere(virt, plan)
+        leased = addresses.leased_elsewhere(virt, plan)
         free_by_network[net] = len(network.free_addresses(plan, leased))
         ports_by_network[net] = _bridge_ports(plan.bridge)
     sysctls = {name: _sysctl_int(name) for name in TUNED}

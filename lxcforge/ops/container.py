@@ -6,6 +6,7 @@ and undoes all of them if a later one fails."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lxcforge import cgroups, dhcp, domain, host, names, network, store
+from lxcforge import cgroups, domain, host, names, network, store
 from lxcforge.config import Settings
-from lxcforge.errors import AlreadyExists, CapacityError, HostNotReady, InUse, LxcforgeError, NotFound
+from lxcforge.errors import AlreadyExists, HostNotReady, InUse, LxcforgeError, NotFound
+from lxcforge.ops import addresses
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store, StoreState
 from lxcforge.undo import Undo
@@ -27,7 +29,6 @@ from lxcforge.virt import Virt
 
 log = logging.getLogger(__name__)
 
-ADDRESS_LOCK = "addresses"
 # systemd's request for a clean shutdown; libvirt's own shutdown sends SIGTERM, which
 # systemd as PID 1 ignores.
 SHUTDOWN_SIGNAL = signal.SIGRTMIN + 3
@@ -95,49 +96,6 @@ def resolve_base(settings: Settings, pool: Store, requested: str | None) -> str:
                         hint="pass --base NAME (or set default_base in /etc/lxcforge/config.toml)")
 
 
-def _network_plan(virt: Virt, name: str) -> network.NetworkPlan:
-    info = virt.network(name)
-    if info is None:
-        raise NotFound(f"network {name} does not exist",
-                       hint="pick one with --network (see 'virsh -c lxc:/// net-list --all')")
-    if not info.active:
-        raise HostNotReady(f"network {name} is not active",
-                           hint=f"virsh -c lxc:/// net-start {name}")
-    return network.parse_network_xml(info.xml)
-
-
-def _leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
-    """Addresses dnsmasq still leases to MACs without a reservation: dnsmasq will not hand
-    those out again until the lease expires, so a new reservation must avoid them."""
-    reserved = {h.mac for h in plan.hosts}
-    return [lease.ip for lease in virt.leases(plan.name) if lease.mac not in reserved]
-
-
-def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | None,
-                   leased: list[str]) -> network.DhcpHost:
-    """A MAC and an address for name on plan's network. leased: addresses dnsmasq still
-    leases to MACs without a reservation (see _leased_elsewhere)."""
-    # Unique among the network's reservations: every lxcforge container on it has one, and a
-    # MAC only has to be unique on its own bridge.
-    mac = network.unique_mac(name, (h.mac for h in plan.hosts))
-    if requested_ip:
-        if not plan.in_range(requested_ip):
-            ranges = ", ".join(f"{a}-{b}" for a, b in plan.ranges)
-            raise LxcforgeError(f"address {requested_ip} is outside network {plan.name}'s DHCP range ({ranges})",
-                                hint="pick an address in the range, or leave out --ip")
-        holder = next((h.name or h.mac for h in plan.hosts if h.ip == requested_ip), None)
-        if holder or requested_ip in leased:
-            raise AlreadyExists(f"address {requested_ip} is already taken on {plan.name}"
-                                + (f" (by {holder})" if holder else " (leased)"),
-                                hint="pick another address, or leave out --ip")
-        return network.DhcpHost(mac, requested_ip, name)
-    ip = network.pick_address(plan, leased)
-    if ip is None:
-        raise CapacityError(f"network {plan.name} has no free address ({plan.range_size()} in its range)",
-                            hint="destroy unused containers or use a larger network (--network)")
-    return network.DhcpHost(mac, ip, name)
-
-
 def _spec(settings: Settings, pool: Store, name: str, base: str, net: str, host_entry: network.DhcpHost,
           options: NewOptions) -> domain.ContainerSpec:
     try:
@@ -164,8 +122,8 @@ def plan(settings: Settings, name: str, options: NewOptions) -> Plan:
     with Virt(settings.uri) as virt:
         if virt.domain_exists(name):
             raise AlreadyExists(f"container {name} already exists", hint="choose another name")
-        net_plan = _network_plan(virt, net)
-        entry = choose_address(net_plan, name, options.ip, _leased_elsewhere(virt, net_plan))
+        net_plan = addresses.network_plan(virt, net)
+        entry = addresses.choose_address(net_plan, name, options.ip, addresses.leased_elsewhere(virt, net_plan))
     spec = _spec(settings, pool, name, base, net, entry, options)
     return Plan(spec=spec, xml=domain.domain_xml(spec), host=entry)
 
@@ -215,7 +173,7 @@ class Creator:
                             gateway=reserved[1] if reserved else None)
         if reserved is not None:
             entry = reserved[0]
-            creation.undo.push(f"DHCP host {entry.ip}", lambda: _drop_address(self.virt, net, entry))
+            creation.undo.push(f"DHCP host {entry.ip}", lambda: addresses.drop_address(self.virt, net, entry))
         try:
             with _name_lock(self.pool, name):
                 self._create(creation)
@@ -256,10 +214,10 @@ class Creator:
 
         t = time.monotonic()
         if c.entry is None:
-            reserved = reserve_addresses(virt, pool, [(name, c.net)], self.options.ip)
+            reserved = addresses.reserve_addresses(virt, pool, [(name, c.net)], self.options.ip)
             entry = reserved[name][0]
             c.entry = entry
-            c.undo.push(f"DHCP host {entry.ip}", lambda: _drop_address(virt, c.net, entry))
+            c.undo.push(f"DHCP host {entry.ip}", lambda: addresses.drop_address(virt, c.net, entry))
             c.gateway = reserved[name][1]
         if self.options.static_ip and c.gateway is not None:
             fixups.static_address_on_eth0(rootfs, c.entry.ip, c.gateway.network.prefixlen, str(c.gateway.ip))
@@ -305,7 +263,7 @@ def new(settings: Settings, name: str, options: NewOptions,
     base = resolve_base(settings, pool, options.base)
     net = options.network or settings.network
     with Virt(settings.uri) as virt:
-        _network_plan(virt, net)  # fail early, before any work, if the network is missing
+        addresses.network_plan(virt, net)  # fail early, before any work, if the network is missing
         progress(f"{name}: creating from {base}")
         creation = Creator(settings, pool, virt, base, options).create(name, net)
         assert creation.entry is not None
@@ -442,13 +400,20 @@ def restart(settings: Settings, name: str, *, timeout: float = 30.0, wait: bool 
     return start(settings, name, wait=wait)
 
 
-def destroy(settings: Settings, name: str, *, missing_ok: bool = False) -> bool:
-    """Stop at once, undefine, drop the DHCP entry (and dnsmasq's lease), delete the
-    subvolume. Also clears a half-made container. Returns False if there was nothing."""
+def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Virt | None = None,
+            pool: Store | None = None,
+            deferred: list[tuple[str, network.DhcpHost]] | None = None) -> bool:
+    """Stop at once, undefine, drop the DHCP reservation (and dnsmasq's lease), delete the
+    subvolume. Also clears a half-made container. Returns False if there was nothing.
+    deferred: collect (network, reservation) here instead of dropping them, for a batch to
+    drop together (drop_addresses)."""
     names.validate_container_name(name)
-    pool = _store(settings)
+    pool = pool or _store(settings)
     rootfs = pool.container_path(name)
-    with Virt(settings.uri) as virt, _name_lock(pool, name):
+    with contextlib.ExitStack() as stack:
+        if virt is None:
+            virt = stack.enter_context(Virt(settings.uri))
+        stack.enter_context(_name_lock(pool, name))
         found = False
         if virt.domain_exists(name):
             found = True
@@ -461,87 +426,17 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False) -> bool:
             _undefine(virt, name, None)
             cgroups.remove_group(dom.uuid)
             if meta.network and meta.mac and meta.ip:
-                _drop_address(virt, meta.network, network.DhcpHost(meta.mac, meta.ip, name))
+                entry = network.DhcpHost(meta.mac, meta.ip, name)
+                if deferred is not None:
+                    deferred.append((meta.network, entry))
+                else:
+                    addresses.drop_addresses(virt, meta.network, [entry])
         if rootfs.exists():
             found = True
             store.delete_tree(rootfs)
     if not found and not missing_ok:
         raise NotFound(f"container {name} does not exist", hint="see 'lxcforge list' (or pass --missing-ok)")
     return found
-
-
-Reservation = tuple[network.DhcpHost, ipaddress.IPv4Interface | None]
-
-
-def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]],
-                      requested_ip: str | None = None) -> dict[str, Reservation]:
-    """Reserve an address for each (name, network) under the one address lock, reading
-    each network once: allocation is the serial part of making containers, so it is one
-    short critical section for a whole batch rather than one per container."""
-    reserved: dict[str, Reservation] = {}
-    with pool.lock(ADDRESS_LOCK):
-        plans: dict[str, network.NetworkPlan] = {}
-        leased: dict[str, list[str]] = {}
-        try:
-            for name, net in wanted:
-                if net not in plans:
-                    plans[net] = _network_plan(virt, net)
-                    leased[net] = _leased_elsewhere(virt, plans[net])
-                plan = plans[net]
-                entry = choose_address(plan, name, requested_ip, leased[net])
-                _reserve(virt, plan, entry)
-                plans[net] = replace(plan, hosts=(*plan.hosts, entry))
-                reserved[name] = (entry, plan.gateway)
-        except BaseException:
-            for name, (entry, _gw) in reserved.items():
-                net = dict(wanted)[name]
-                try:
-                    _drop_address(virt, net, entry)
-                except LxcforgeError as exc:
-                    log.warning("could not drop reservation of %s: %s", name, exc)
-            raise
-    return reserved
-
-
-def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> None:
-    """A static DHCP reservation: always in the network's persistent definition (the truth
-    `virsh net-dumpxml --inactive` shows); made live through dnsmasq's watched hosts
-    directory on lxcforge's networks, or through libvirt's live update elsewhere."""
-    host_xml = network.dhcp_host_xml(entry)
-    if plan.hostsdir:
-        virt.add_dhcp_host(plan.name, host_xml, live=False)
-        try:
-            dhcp.publish(plan.hostsdir, entry)
-        except OSError:
-            virt.remove_dhcp_host(plan.name, host_xml, live=False)
-            raise
-    else:
-        virt.add_dhcp_host(plan.name, host_xml)
-
-
-def drop_reservation(virt: Virt, net: str, entry: network.DhcpHost) -> None:
-    try:
-        _drop_address(virt, net, entry)
-    except LxcforgeError as exc:
-        log.warning("could not drop the reservation of %s: %s", entry.name, exc)
-
-
-def _drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
-    """End the lease (with the client id the client used, or dnsmasq ignores the release),
-    then remove the reservation."""
-    info = virt.network(net)
-    if info is None:
-        return
-    plan = network.parse_network_xml(info.xml)
-    if info.active and info.bridge:
-        for lease in virt.leases(net):
-            if lease.mac == entry.mac:
-                dhcp.release_lease(info.bridge, network.DhcpHost(lease.mac, lease.ip), lease.client_id)
-    for existing in plan.hosts:
-        if existing.mac == entry.mac:
-            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir)
-    if plan.hostsdir:
-        dhcp.withdraw(plan.hostsdir, net, entry.mac)
 
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

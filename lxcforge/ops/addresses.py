@@ -1,0 +1,143 @@
+"""Addresses for containers: reservations on a network, made for a batch in one short
+critical section and dropped together with their leases."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from lxcforge import dhcp, network
+from lxcforge.errors import AlreadyExists, CapacityError, HostNotReady, LxcforgeError, NotFound
+from lxcforge.store import Store
+from lxcforge.virt import Virt
+
+log = logging.getLogger(__name__)
+
+ADDRESS_LOCK = "addresses"
+
+
+def network_plan(virt: Virt, name: str) -> network.NetworkPlan:
+    info = virt.network(name)
+    if info is None:
+        raise NotFound(f"network {name} does not exist",
+                       hint="pick one with --network (see 'virsh -c lxc:/// net-list --all')")
+    if not info.active:
+        raise HostNotReady(f"network {name} is not active",
+                           hint=f"virsh -c lxc:/// net-start {name}")
+    return network.parse_network_xml(info.xml)
+
+
+def leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
+    """Addresses dnsmasq still leases to MACs without a reservation: dnsmasq will not hand
+    those out again until the lease expires, so a new reservation must avoid them."""
+    reserved = {h.mac for h in plan.hosts}
+    return [lease.ip for lease in virt.leases(plan.name) if lease.mac not in reserved]
+
+
+def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | None,
+                   leased: list[str]) -> network.DhcpHost:
+    """A MAC and an address for name on plan's network. leased: addresses dnsmasq still
+    leases to MACs without a reservation (see _leased_elsewhere)."""
+    # Unique among the network's reservations: every lxcforge container on it has one, and a
+    # MAC only has to be unique on its own bridge.
+    mac = network.unique_mac(name, (h.mac for h in plan.hosts))
+    if requested_ip:
+        if not plan.in_range(requested_ip):
+            ranges = ", ".join(f"{a}-{b}" for a, b in plan.ranges)
+            raise LxcforgeError(f"address {requested_ip} is outside network {plan.name}'s DHCP range ({ranges})",
+                                hint="pick an address in the range, or leave out --ip")
+        holder = next((h.name or h.mac for h in plan.hosts if h.ip == requested_ip), None)
+        if holder or requested_ip in leased:
+            raise AlreadyExists(f"address {requested_ip} is already taken on {plan.name}"
+                                + (f" (by {holder})" if holder else " (leased)"),
+                                hint="pick another address, or leave out --ip")
+        return network.DhcpHost(mac, requested_ip, name)
+    ip = network.pick_address(plan, leased)
+    if ip is None:
+        raise CapacityError(f"network {plan.name} has no free address ({plan.range_size()} in its range)",
+                            hint="destroy unused containers or use a larger network (--network)")
+    return network.DhcpHost(mac, ip, name)
+
+
+Reservation = tuple[network.DhcpHost, ipaddress.IPv4Interface | None]
+
+
+def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]],
+                      requested_ip: str | None = None) -> dict[str, Reservation]:
+    """Reserve an address for each (name, network) under the one address lock, reading
+    each network once: allocation is the serial part of making containers, so it is one
+    short critical section for a whole batch rather than one per container."""
+    reserved: dict[str, Reservation] = {}
+    with pool.lock(ADDRESS_LOCK):
+        plans: dict[str, network.NetworkPlan] = {}
+        leased: dict[str, list[str]] = {}
+        try:
+            for name, net in wanted:
+                if net not in plans:
+                    plans[net] = network_plan(virt, net)
+                    leased[net] = leased_elsewhere(virt, plans[net])
+                plan = plans[net]
+                entry = choose_address(plan, name, requested_ip, leased[net])
+                _reserve(virt, plan, entry)
+                plans[net] = replace(plan, hosts=(*plan.hosts, entry))
+                reserved[name] = (entry, plan.gateway)
+        except BaseException:
+            for name, (entry, _gw) in reserved.items():
+                net = dict(wanted)[name]
+                try:
+                    drop_address(virt, net, entry)
+                except LxcforgeError as exc:
+                    log.warning("could not drop reservation of %s: %s", name, exc)
+            raise
+    return reserved
+
+
+def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> None:
+    """A static DHCP reservation: always in the network's persistent definition (the truth
+    `virsh net-dumpxml --inactive` shows); made live through dnsmasq's watched hosts
+    directory on lxcforge's networks, or through libvirt's live update elsewhere."""
+    host_xml = network.dhcp_host_xml(entry)
+    if plan.hostsdir:
+        virt.add_dhcp_host(plan.name, host_xml, live=False)
+        try:
+            dhcp.publish(plan.hostsdir, entry)
+        except OSError:
+            virt.remove_dhcp_host(plan.name, host_xml, live=False)
+            raise
+    else:
+        virt.add_dhcp_host(plan.name, host_xml)
+
+
+def drop_reservation(virt: Virt, net: str, entry: network.DhcpHost) -> None:
+    try:
+        drop_address(virt, net, entry)
+    except LxcforgeError as exc:
+        log.warning("could not drop the reservation of %s: %s", entry.name, exc)
+
+
+def drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
+    drop_addresses(virt, net, [entry])
+
+
+def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -> None:
+    """End the leases (with the client id each client used, or dnsmasq ignores the
+    release), then remove the reservations; one read of the network and its leases, and one
+    dnsmasq reload, however many."""
+    info = virt.network(net)
+    if info is None or not entries:
+        return
+    plan = network.parse_network_xml(info.xml)
+    macs = {e.mac for e in entries}
+    if info.active and info.bridge:
+        for lease in virt.leases(net):
+            if lease.mac in macs:
+                dhcp.release_lease(info.bridge, network.DhcpHost(lease.mac, lease.ip), lease.client_id)
+    for existing in plan.hosts:
+        if existing.mac in macs:
+            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir)
+    if plan.hostsdir:
+        for mac in macs:
+            dhcp.withdraw(plan.hostsdir, mac)
+        dhcp.reload(net)
