@@ -68,6 +68,9 @@ def leaks(store: Path, net: str, prefix: str, virt: Virt, macs: set[str]) -> lis
     parent = cgroups.HOST_HIERARCHY / cgroups.PARENT
     if parent.is_dir():
         found += [f"cgroup {p.name}" for p in parent.iterdir() if p.is_dir() and p.name in _uuids]
+    state = Path("/run/libvirt/lxc")
+    if state.is_dir():
+        found += [f"libvirt state {p.name}" for p in state.glob(f"{prefix}*")]
     mounts = Path("/proc/self/mountinfo").read_text()
     found += [f"mount {line.split()[4]}" for line in mounts.splitlines() if f"/containers/{prefix}" in line]
     return found

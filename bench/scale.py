@@ -184,6 +184,61 @@ done
             "system_states": states}
 
 
+def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: bool,
+            jobs: int = 4) -> dict[str, object]:
+    """LXC 5.0 on the same rootfs: lxc-copy -s (a btrfs snapshot) + lxc-start, JOBS at a time;
+    dynamic leases on an lxcforge network with STP off; lxc-stop -k + lxc-destroy."""
+    lxcpath = store / "lxc-bench"
+    template = lxcpath / "lxcbase"
+    template.mkdir(parents=True)
+    subprocess.run(["btrfs", "-q", "subvolume", "snapshot", str(store / "bases" / base), str(template / "rootfs")],
+                   check=True)
+    (template / "config").write_text(
+        "lxc.include = /usr/share/lxc/config/common.conf\nlxc.arch = linux64\n"
+        f"lxc.rootfs.path = btrfs:{template}/rootfs\nlxc.uts.name = lxcbase\n"
+        f"lxc.net.0.type = veth\nlxc.net.0.link = {bridge}\nlxc.net.0.flags = up\n"
+        "lxc.net.0.hwaddr = 00:16:3e:xx:xx:xx\nlxc.apparmor.profile = unconfined\n")
+    names = [f"lx-{i}" for i in range(1, count + 1)]
+    start = (f"seq 1 {count} | xargs -P {jobs} -I{{}} sh -c 'lxc-copy -s -P {lxcpath} -n lxcbase -N lx-{{}} "
+             f"&& lxc-start -P {lxcpath} -n lx-{{}} -d'")
+    started = time.monotonic()
+    subprocess.run(["bash", "-c", start], check=False)
+    launched = time.monotonic() - started
+    macs = set()
+    for name in names:
+        config_file = lxcpath / name / "config"
+        if config_file.exists():
+            for line in config_file.read_text().splitlines():
+                if line.startswith("lxc.net.0.hwaddr"):
+                    macs.add(line.split("=", 1)[1].strip().lower())
+    deadline = time.monotonic() + 120
+    leased: dict[str, str] = {}
+    with Virt() as virt:
+        while time.monotonic() < deadline:
+            leased = {lease.mac: lease.ip for lease in virt.leases(net) if lease.mac in macs}
+            if len(leased) == count:
+                break
+            time.sleep(0.5)
+    answered = answering(list(leased.values()), timeout=30)
+    ready = time.monotonic() - started
+    states: dict[str, int] = {}
+    if systemd:
+        for name in names:
+            out = subprocess.run(["lxc-attach", "-P", str(lxcpath), "-n", name, "--", "systemctl",
+                                  "is-system-running"], capture_output=True, text=True).stdout.strip() or "unknown"
+            states[out] = states.get(out, 0) + 1
+    stop = (f"seq 1 {count} | xargs -P {jobs} -I{{}} sh -c 'lxc-stop -P {lxcpath} -n lx-{{}} -k; "
+            f"lxc-destroy -P {lxcpath} -n lx-{{}}' >/dev/null 2>&1")
+    started = time.monotonic()
+    subprocess.run(["bash", "-c", stop], check=False)
+    destroyed = time.monotonic() - started
+    subprocess.run(["lxc-destroy", "-P", str(lxcpath), "-n", "lxcbase"], capture_output=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(lxcpath)])
+    return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
+            "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1),
+            "system_states": states, "jobs": jobs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=50)
@@ -192,6 +247,7 @@ def main() -> int:
     parser.add_argument("--jobs", "-j", type=int, default=None)
     parser.add_argument("--static-ip", action="store_true", help="lxcforge with --static-ip (no DHCP at boot)")
     parser.add_argument("--skip-2013", action="store_true")
+    parser.add_argument("--lxc", action="store_true", help="also LXC 5.0 (lxc-copy -s + lxc-start, 4 at a time)")
     args = parser.parse_args()
 
     store = args.store or config.load().store
@@ -225,6 +281,18 @@ def main() -> int:
             assert isinstance(ours, dict) and isinstance(theirs, dict)
             result["ratio_ready"] = round(float(theirs["ready_s"]) / max(0.1, float(ours["ready_s"])), 2)
             result["ratio_destroy"] = round(float(theirs["destroy_s"]) / max(0.1, float(ours["destroy_s"])), 2)
+        if args.lxc:
+            lxc_net = "lxbench-lxc"
+            lxcforge("--store", str(store), "network", "create", lxc_net, "--subnet", free_subnet(21), "--isolated")
+            try:
+                result["lxc"] = run_lxc(store, args.base, args.count, lxc_net, f"lxf-{lxc_net}"[:15], systemd)
+            finally:
+                lxcforge("--store", str(store), "network", "rm", lxc_net, check=False)
+            lxc = result["lxc"]
+            ours = result["lxcforge"]
+            assert isinstance(lxc, dict) and isinstance(ours, dict)
+            result["ratio_ready_vs_lxc"] = round(float(lxc["ready_s"]) / max(0.1, float(ours["ready_s"])), 2)
+            result["ratio_destroy_vs_lxc"] = round(float(lxc["destroy_s"]) / max(0.1, float(ours["destroy_s"])), 2)
     finally:
         for net in nets:
             lxcforge("--store", str(store), "network", "rm", net, check=False)

@@ -117,25 +117,44 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+LIBVIRT_LXC_STATE = Path("/run/libvirt/lxc")
+
+
+def _is_controller(pid: int, name: str) -> bool:
+    try:
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if not argv or not argv[0].endswith(b"libvirt_lxc") or b"--name" not in argv:
+        return False
+    index = argv.index(b"--name")
+    return index + 1 < len(argv) and argv[index + 1] == name.encode()
+
+
 def lxc_controller_pid(name: str) -> int | None:
-    """PID of libvirt's controller process (libvirt_lxc --name NAME) for a running container."""
+    """PID of libvirt's controller process (libvirt_lxc --name NAME) for a running container:
+    from libvirt's pid file, else by scanning /proc."""
+    try:
+        pid = int((LIBVIRT_LXC_STATE / f"{name}.pid").read_text().strip())
+        if _is_controller(pid, name):
+            return pid
+    except (OSError, ValueError):
+        pass
     for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"libvirt_lxc") and b"--name" in argv:
-            index = argv.index(b"--name")
-            if index + 1 < len(argv) and argv[index + 1] == name.encode():
-                return int(entry.name)
+        if entry.name.isdigit() and _is_controller(int(entry.name), name):
+            return int(entry.name)
     return None
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in PROC.iterdir():
+    found: list[int] = []
+    try:
+        for task in (PROC / str(pid) / "task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+        return found
+    except OSError:
+        pass
+    for entry in PROC.iterdir():  # kernels without /proc/PID/task/TID/children
         if not entry.name.isdigit():
             continue
         try:

@@ -253,6 +253,13 @@ def _undefine(virt: Virt, name: str, spec: domain.ContainerSpec | None) -> None:
     virt.undefine(name)
     if spec is not None:
         cgroups.remove_group(spec.uuid)
+    # libvirt leaves NAME.dev, NAME.devpts and NAME.fuse (empty directories) and NAME.sock
+    # behind for every container it ever ran; thousands accumulate under churn.
+    for suffix in (".dev", ".devpts", ".fuse"):
+        with contextlib.suppress(OSError):
+            (host.LIBVIRT_LXC_STATE / f"{name}{suffix}").rmdir()
+    with contextlib.suppress(OSError):
+        (host.LIBVIRT_LXC_STATE / f"{name}.sock").unlink()
 
 
 def new(settings: Settings, name: str, options: NewOptions,
