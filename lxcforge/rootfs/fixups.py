@@ -138,9 +138,11 @@ def dhcp_on_eth0(root: Path, stack: NetworkStack) -> None:
             "DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\nTYPE=Ethernet\nNM_CONTROLLED=no\n",
         )
         return
+    # UseHostname=no: lxcforge writes /etc/hostname (the same name the reservation carries);
+    # taking it from DHCP again would start systemd-hostnamed in every container at boot.
     safepath.write_text(
         root, "/etc/systemd/network/80-lxcforge-eth0.network",
-        "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n",
+        "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n\n[DHCPv4]\nUseHostname=no\n",
     )
     enable_unit(root, "systemd-networkd.service", "multi-user.target")
     enable_unit(root, "systemd-networkd.socket", "sockets.target")
