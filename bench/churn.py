@@ -11,7 +11,6 @@ of it at the end. Exit status 1 if anything leaked or a cycle failed."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import random
@@ -24,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lxcforge import cgroups, network  # noqa: E402
+from lxcforge import cgroups, host, network  # noqa: E402
 from lxcforge.virt import Virt  # noqa: E402
 
 
@@ -34,15 +33,11 @@ def lxcforge(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
 
 
-def free_subnet() -> str:
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout.split("\n")
-    used = [ipaddress.IPv4Network(line.split()[0], strict=False) for line in routes
-            if line and line.split()[0] != "default"]
-    for _ in range(100):
-        candidate = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
-        if not any(candidate.overlaps(u) for u in used):
-            return str(candidate)
-    raise SystemExit("no free /24 for the churn network")
+def free_subnet(prefix: int = 24) -> str:
+    subnet = network.free_subnet(host.routed_ipv4_networks(), prefix, random.Random())
+    if subnet is None:
+        raise SystemExit("no free subnet for a scratch network")
+    return subnet
 
 
 def leaks(store: Path, net: str, prefix: str, virt: Virt, macs: set[str]) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ipaddress
 import json
 import os
 import random
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lxcforge import config, domain, network  # noqa: E402
+from lxcforge import config, domain, host, network  # noqa: E402
 from lxcforge.virt import Virt  # noqa: E402
 
 
@@ -40,15 +39,11 @@ def lxcforge(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     return result
 
 
-def free_subnet(prefix: int) -> str:
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout.splitlines()
-    used = [ipaddress.IPv4Network(r.split()[0], strict=False) for r in routes if r and r.split()[0] != "default"]
-    for _ in range(200):
-        candidate = ipaddress.IPv4Network(f"10.{random.randint(150, 254)}.{random.randint(0, 63) * 4}.0/{prefix}",
-                                          strict=False)
-        if not any(candidate.overlaps(u) for u in used):
-            return str(candidate)
-    raise SystemExit("no free subnet")
+def free_subnet(prefix: int = 24) -> str:
+    subnet = network.free_subnet(host.routed_ipv4_networks(), prefix, random.Random())
+    if subnet is None:
+        raise SystemExit("no free subnet for a scratch network")
+    return subnet
 
 
 def answering(addresses: list[str], timeout: float) -> int:

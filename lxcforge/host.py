@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -74,6 +75,19 @@ def has_hybrid_cgroups(mount_list: list[Mount]) -> bool:
         m.fstype == "cgroup2" and m.mount_point == "/sys/fs/cgroup/unified" for m in mount_list
     )
     return has_v1 and has_unified
+
+
+def routed_ipv4_networks() -> list[ipaddress.IPv4Network]:
+    """Destinations in the main routing table (the default route excluded)."""
+    networks = []
+    for line in (PROC / "net" / "route").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[1] == "00000000":
+            continue
+        destination = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+        networks.append(ipaddress.IPv4Network(f"{destination}/{mask}", strict=False))
+    return networks
 
 
 def read_sysctl(name: str) -> str | None:

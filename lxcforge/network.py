@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import random
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -167,3 +168,16 @@ def network_xml(name: str, subnet: str, *, bridge: str | None = None, isolated: 
     ET.SubElement(options, f"{{{DNSMASQ_NS}}}option", {"value": f"dhcp-hostsdir={hostsdir_for(name)}"})
     ET.indent(root, space="  ")
     return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def free_subnet(used: Iterable[ipaddress.IPv4Network], prefix: int, rng: random.Random,
+                attempts: int = 200) -> str | None:
+    """A random 10.200-254.x.0/prefix that overlaps nothing in used (for test and scratch
+    networks), or None."""
+    taken = list(used)
+    for _ in range(attempts):
+        candidate = ipaddress.IPv4Network(f"10.{rng.randint(200, 254)}.{rng.randint(0, 255)}.0/{prefix}",
+                                          strict=False)
+        if not any(candidate.overlaps(u) for u in taken):
+            return str(candidate)
+    return None

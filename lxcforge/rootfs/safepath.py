@@ -79,7 +79,9 @@ def is_symlink(root: Path, inner: str) -> bool:
     return stat.S_ISLNK(st.st_mode)
 
 
-def read_text(root: Path, inner: str) -> str:
+@contextlib.contextmanager
+def _open_file(root: Path, inner: str) -> Iterator[int]:
+    """An fd for inner, opened read-only without following a symlink anywhere on the way."""
     parts = _parts(inner)
     with _parent_fd(root, parts, create=False) as dir_fd:
         try:
@@ -87,8 +89,18 @@ def read_text(root: Path, inner: str) -> str:
         except OSError as exc:
             _refuse_link(exc, root, inner)
             raise
-        with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as handle:
-            return handle.read()
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
+def read_text(root: Path, inner: str) -> str:
+    with _open_file(root, inner) as fd:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", errors="surrogateescape")
 
 
 def write_text(root: Path, inner: str, text: str, mode: int = 0o644, *, dir_mode: int = 0o755) -> None:
@@ -130,17 +142,8 @@ def make_dirs(root: Path, inner: str, mode: int = 0o755) -> None:
 
 
 def chmod(root: Path, inner: str, mode: int) -> None:
-    parts = _parts(inner)
-    with _parent_fd(root, parts, create=False) as dir_fd:
-        try:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        except OSError as exc:
-            _refuse_link(exc, root, inner)
-            raise
-        try:
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
+    with _open_file(root, inner) as fd:
+        os.fchmod(fd, mode)
 
 
 def symlink(root: Path, inner: str, target: str) -> None:

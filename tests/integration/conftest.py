@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
-import ipaddress
 import os
 import random
 import shutil
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lxcforge import dhcp, network
+from lxcforge import dhcp, host, network
 from lxcforge.errors import LxcforgeError
 from lxcforge.rootfs import build, debian, fixups
 from lxcforge.store import Store, create_subvolume
@@ -42,35 +42,30 @@ def loop_store(tmp_path: Path) -> Iterator[Store]:
         pool.pool_image.unlink(missing_ok=True)
 
 
-def _routed_subnets() -> list[ipaddress.IPv4Network]:
-    out = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
-    nets = []
-    for line in out.splitlines():
-        first = line.split()[0]
-        if first != "default":
-            nets.append(ipaddress.IPv4Network(first, strict=False))
-    return nets
+def free_subnet(prefix: int = 24) -> str:
+    subnet = network.free_subnet(host.routed_ipv4_networks(), prefix, random.Random())
+    assert subnet is not None, "no free subnet for a test network"
+    return subnet
+
+
+@contextlib.contextmanager
+def isolated_network(virt: Virt, name: str) -> Iterator[str]:
+    """An isolated network (no forwarding: nothing leaves this host) on an unused subnet,
+    removed with its dnsmasq hosts directory afterwards."""
+    dhcp.ensure_hostsdir(network.hostsdir_for(name))
+    virt.define_network(network.network_xml(name, free_subnet(), isolated=True))
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(LxcforgeError):
+            virt.remove_network(name)
+        dhcp.remove_hostsdir(network.hostsdir_for(name))
 
 
 @pytest.fixture
 def test_network(virt: Virt, unique: str) -> Iterator[str]:
-    """An isolated network (no forwarding: nothing leaves this host) on an unused subnet."""
-    name = f"lxft-{unique}"
-    used = _routed_subnets()
-    for _ in range(20):
-        subnet = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
-        if not any(subnet.overlaps(u) for u in used):
-            break
-    dhcp.ensure_hostsdir(network.hostsdir_for(name))
-    virt.define_network(network.network_xml(name, str(subnet), isolated=True))
-    try:
+    with isolated_network(virt, f"lxft-{unique}") as name:
         yield name
-    finally:
-        try:
-            virt.remove_network(name)
-        except LxcforgeError:
-            pass
-        dhcp.remove_hostsdir(network.hostsdir_for(name))
 
 
 @pytest.fixture
@@ -160,24 +155,9 @@ def fedora_repo19() -> Path:
 
 @pytest.fixture(scope="session")
 def session_network() -> Iterator[str]:
-    """An isolated network for the session's containers (no forwarding, STP off)."""
-    with Virt("lxc:///") as connection:
-        name = f"lxfs-{os.urandom(3).hex()}"
-        used = _routed_subnets()
-        for _ in range(50):
-            subnet = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
-            if not any(subnet.overlaps(u) for u in used):
-                break
-        dhcp.ensure_hostsdir(network.hostsdir_for(name))
-        connection.define_network(network.network_xml(name, str(subnet), isolated=True))
-        try:
-            yield name
-        finally:
-            try:
-                connection.remove_network(name)
-            except LxcforgeError:
-                pass
-            dhcp.remove_hostsdir(network.hostsdir_for(name))
+    """An isolated network for the session's containers."""
+    with Virt("lxc:///") as connection, isolated_network(connection, f"lxfs-{os.urandom(3).hex()}") as name:
+        yield name
 
 
 @pytest.fixture

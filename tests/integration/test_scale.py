@@ -4,9 +4,7 @@ parallel systemd boots that must all end `running`."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,19 +15,9 @@ import pytest
 from lxcforge import network, store
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import _routed_subnets, lxcforge
+from tests.integration.conftest import free_subnet, lxcforge
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_subnet(prefix: int = 24) -> str:
-    used = _routed_subnets()
-    for _ in range(100):
-        candidate = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/{prefix}",
-                                          strict=False)
-        if not any(candidate.overlaps(u) for u in used):
-            return str(candidate)
-    raise AssertionError("no free subnet")
 
 
 @pytest.fixture

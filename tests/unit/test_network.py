@@ -83,3 +83,13 @@ def test_lxcforge_networks_carry_a_dnsmasq_hosts_directory() -> None:
 def test_hostsdir_line() -> None:
     host = network.DhcpHost("02:4c:46:00:00:01", "10.77.0.9", "web1")
     assert network.hostsdir_line(host) == "02:4c:46:00:00:01,10.77.0.9,web1\n"
+
+
+def test_free_subnet_avoids_used_ranges() -> None:
+    import random
+
+    used = [ipaddress.IPv4Network("10.0.0.0/8")]
+    assert network.free_subnet(used, 24, random.Random(1)) is None
+    used = [ipaddress.IPv4Network(f"10.{i}.0.0/16") for i in range(200, 254)]
+    subnet = network.free_subnet(used, 24, random.Random(1))
+    assert subnet is not None and subnet.startswith("10.254.") and subnet.endswith(".0/24")
