@@ -107,6 +107,7 @@ def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Crede
     if not minimal_base:  # busybox's init needs none of these
         fixups.dhcp_on_eth0(root, stack)
         fixups.mask_units(root)
+        fixups.mask_generators(root)
         fixups.volatile_journal(root)
     if credentials.password_hash:
         fixups.root_password_hash(root, credentials.password_hash)

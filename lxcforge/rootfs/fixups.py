@@ -41,6 +41,19 @@ MASKED_UNITS = (
 )
 
 
+# Generators that can find nothing in a container (no disks, no kernel command line of its
+# own) but cost a fork and exec each at every boot of every container.
+MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator",
+    "systemd-veritysetup-generator",
+    "systemd-system-update-generator",
+    "systemd-debug-generator",
+)
+
+
 class NetworkStack(enum.StrEnum):
     IFCFG = "ifcfg"  # initscripts' network service (old Fedora)
     NETWORKD = "networkd"  # systemd-networkd
@@ -193,6 +206,12 @@ def install_init_wrapper(root: Path, path: str, script: str) -> None:
     """A script run as the container's init before the real one (see lxcforge.cgroups)."""
     safepath.write_text(root, path, script, mode=0o755)
     safepath.chmod(root, path, 0o755)
+
+
+def mask_generators(root: Path, generators: tuple[str, ...] = MASKED_GENERATORS) -> None:
+    """A generator masked by a /dev/null link of its name in /etc/systemd/system-generators."""
+    for generator in generators:
+        safepath.symlink(root, f"/etc/systemd/system-generators/{generator}", "/dev/null")
 
 
 def hostname(root: Path, name: str) -> None:

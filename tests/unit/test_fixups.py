@@ -191,3 +191,11 @@ def test_static_address_for_networkd_and_ifcfg(rootfs: Path) -> None:
     fixups.static_address_on_eth0(rootfs, "10.1.2.3", 24, "10.1.2.1")
     ifcfg = (rootfs / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
     assert "BOOTPROTO=none" in ifcfg and "IPADDR=10.1.2.3" in ifcfg and "PREFIX=24" in ifcfg
+
+
+def test_mask_generators(rootfs: Path) -> None:
+    fixups.mask_generators(rootfs)
+    masked = rootfs / "etc/systemd/system-generators"
+    assert sorted(p.name for p in masked.iterdir()) == sorted(fixups.MASKED_GENERATORS)
+    assert all(os.readlink(p) == "/dev/null" for p in masked.iterdir())
+    assert "systemd-getty-generator" not in fixups.MASKED_GENERATORS  # the console getty needs it
