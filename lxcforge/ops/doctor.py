@@ -9,14 +9,11 @@ from dataclasses import dataclass
 from lxcforge import host, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import LxcforgeError
+from lxcforge.ops.capacity import BRIDGE_PORTS, INOTIFY_PER_CONTAINER
 from lxcforge.run import which
 from lxcforge.virt import Virt
 
 PROVISION = "vagrant/provision.sh"
-# One libvirt systemd container holds about 6 inotify instances (measured); the default of
-# 128 stops a host at about 21 containers.
-INOTIFY_PER_CONTAINER = 6
-BRIDGE_PORTS = 1024
 
 
 class Status(enum.StrEnum):
