@@ -125,6 +125,10 @@ class Virt:
             xml=net.XMLDesc(flags),
         )
 
+    def live_network_xml(self, name: str) -> str:
+        """The running definition (without config-only changes)."""
+        return str(self._net(name).XMLDesc(0))
+
     def networks(self) -> list[str]:
         return sorted(n.name() for n in self.conn.listAllNetworks(0))
 

@@ -258,3 +258,31 @@ def test_dry_run_prints_xml_and_touches_nothing(
     assert result.returncode == 0, result.stderr
     assert "<domain" in result.stdout and f"<name>{name}</name>" in result.stdout
     _nothing_made(cached_pool, virt, session_network, name)
+
+
+def test_reservations_on_a_network_like_default(
+    loop_store: Store, virt: Virt, unique: str
+) -> None:
+    """libvirt's own networks (like 'default') have no lxcforge hosts directory: reservations
+    go through libvirt's live update, and destroy takes them out again."""
+    from tests.integration.conftest import free_subnet
+
+    name = f"lxd{unique}"
+    xml = network.network_xml(name, free_subnet(), isolated=True)
+    xml = re.sub(r"\s*<dnsmasq:options>.*</dnsmasq:options>", "", xml, flags=re.S)
+    virt.define_network(xml)
+    try:
+        assert network.parse_network_xml(virt.network(name).xml).hostsdir is None  # type: ignore[union-attr]
+        assert lxcforge(loop_store.root, "base", "--distro", "minimal", "--release", "1").returncode == 0
+        made = lxcforge(loop_store.root, "new", f"c{unique}", "--network", name, "--json")
+        assert made.returncode == 0, made.stderr
+        entry = json.loads(made.stdout)["created"][0]
+        assert entry["leased"] is True
+        live = network.parse_network_xml(virt.live_network_xml(name))
+        assert [(h.mac, h.ip) for h in live.hosts] == [(entry["mac"], entry["ipv4"])]
+        assert lxcforge(loop_store.root, "destroy", f"c{unique}").returncode == 0
+        live = network.parse_network_xml(virt.live_network_xml(name))
+        assert live.hosts == () and dhcp_hosts(virt, name) == []
+    finally:
+        lxcforge(loop_store.root, "destroy", "--missing-ok", f"c{unique}")
+        virt.remove_network(name)
