@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lxcforge import config, domain, host, network  # noqa: E402
+from lxcforge.store import exclusive_bytes  # noqa: E402
 from lxcforge.virt import Virt  # noqa: E402
 
 
@@ -103,13 +104,8 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         states = system_states([c["name"] for c in summary["created"]]) if systemd else {}
         time.sleep(2)
         per_container_mem = (before - mem_available()) / max(1, len(addresses))
-        exclusive = []
-        for c in summary["created"][:5]:
-            out = subprocess.run(["btrfs", "filesystem", "du", "-s", "--raw", c["path"]], capture_output=True,
-                                 text=True)
-            lines = out.stdout.splitlines()
-            if len(lines) > 1:
-                exclusive.append(int(lines[1].split()[1]))
+        sizes = [exclusive_bytes(Path(c["path"])) for c in summary["created"][:5]]
+        exclusive = [size for size in sizes if size is not None]
     finally:
         started = time.monotonic()
         lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False)

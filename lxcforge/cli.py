@@ -94,8 +94,7 @@ def main_options(
 
 
 def _store() -> Store:
-    s = state.settings
-    return Store(s.store, s.pool_image_path, s.pool_size)
+    return Store.from_settings(state.settings)
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,6 +113,26 @@ def _jsonable(value: Any) -> Any:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(value), indent=2) + "\n")
+
+
+def _show(value: Any, as_json: bool, render: Callable[[], Table]) -> None:
+    """JSON for scripts, else the table render() builds."""
+    if as_json:
+        print_json(value)
+    else:
+        out.print(render())
+
+
+def _print_fields(obj: Any) -> None:
+    """One 'key value' line per field: sizes in binary units, lists joined, None as '-'."""
+    fields = dataclasses.asdict(obj)
+    width = max(len(key) for key in fields) + 1
+    for key, value in fields.items():
+        if key.endswith("_bytes"):
+            value = _human_bytes(value)
+        elif isinstance(value, list):
+            value = ", ".join(value) or "none"
+        out.print(f"{key:{width}} {value if value is not None else '-'}", markup=False)
 
 
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -256,10 +275,7 @@ def _base_table(bases: list[base_ops.BaseInfo]) -> Table:
 def base_list(as_json: JsonOpt = False) -> None:
     """List bases: name, distro, release, size, created, how many containers use each."""
     bases = base_ops.list_bases(state.settings)
-    if as_json:
-        print_json(bases)
-    else:
-        out.print(_base_table(bases))
+    _show(bases, as_json, lambda: _base_table(bases))
 
 
 @base_app.command("info")
@@ -269,12 +285,7 @@ def base_info(name: str, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(info)
     else:
-        for key, value in dataclasses.asdict(info).items():
-            if key == "size_bytes":
-                value = _human_bytes(value)
-            elif key == "containers":
-                value = ", ".join(value) or "none"
-            out.print(f"{key:11} {value}")
+        _print_fields(info)
 
 
 @base_app.command("rm")
@@ -439,10 +450,7 @@ def new(
 def list_(as_json: JsonOpt = False) -> None:
     """List containers: name, state, IPv4, base, memory limit, created."""
     containers = container_ops.list_containers(state.settings)
-    if as_json:
-        print_json(containers)
-    else:
-        out.print(_container_table(containers))
+    _show(containers, as_json, lambda: _container_table(containers))
 
 
 @app.command()
@@ -455,10 +463,7 @@ def info(name: str, xml: Annotated[bool, typer.Option("--xml", help="Print the d
     elif as_json:
         print_json(container)
     else:
-        for key, value in dataclasses.asdict(container).items():
-            if key in ("memory_bytes", "exclusive_bytes"):
-                value = _human_bytes(value)
-            out.print(f"{key:16} {value if value is not None else '-'}", markup=False)
+        _print_fields(container)
 
 
 TargetsArg = Annotated[list[str] | None, typer.Argument(metavar="NAME|GLOB...", show_default=False)]
@@ -570,20 +575,14 @@ def network_create(
 ) -> None:
     """Create and start a network with DHCP over the whole subnet (gateway .1), NAT unless --isolated."""
     summary = network_ops.create(state.settings, name, subnet, isolated=isolated)
-    if as_json:
-        print_json(summary)
-    else:
-        out.print(_network_table([summary]))
+    _show(summary, as_json, lambda: _network_table([summary]))
 
 
 @network_app.command("list")
 def network_list(as_json: JsonOpt = False) -> None:
     """Networks with their addresses: in the DHCP range, reserved, free; and containers on them."""
     nets = network_ops.list_networks(state.settings)
-    if as_json:
-        print_json(nets)
-    else:
-        out.print(_network_table(nets))
+    _show(nets, as_json, lambda: _network_table(nets))
 
 
 @network_app.command("rm")

@@ -21,7 +21,8 @@ from pathlib import Path
 import btrfsutil
 
 from lxcforge import host
-from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
+from lxcforge.config import Settings
+from lxcforge.errors import AlreadyExists, HostNotReady, InUse, LxcforgeError, NotFound
 from lxcforge.run import run
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class Store:
         self.root = root
         self.pool_image = pool_image
         self.pool_size = pool_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The configured store, as it is (call ensure() to attach or create it)."""
+        return cls(settings.store, settings.pool_image_path, settings.pool_size)
 
     # -- layout ---------------------------------------------------------------------------
     @property
@@ -173,6 +179,20 @@ class Store:
         container)."""
         with _flock(self.locks / f"{name}.lock", blocking=blocking, remove=remove):
             yield
+
+    @contextlib.contextmanager
+    def claim(self, name: str, busy: str) -> Iterator[None]:
+        """The lock on name if nobody holds it, else InUse(busy) at once; the lock file goes
+        with the release (for containers and bases, so none outlive what they guarded)."""
+        try:
+            cm = self.lock(name, blocking=False, remove=True)
+            cm.__enter__()
+        except BlockingIOError:
+            raise InUse(busy, hint="wait for it to finish and retry") from None
+        try:
+            yield
+        finally:
+            cm.__exit__(None, None, None)
 
     # -- subvolumes -----------------------------------------------------------------------
     def new_tmp_subvolume(self, purpose: str) -> TmpSubvolume:
@@ -339,16 +359,28 @@ def _nested_subvolumes(path: Path) -> list[Path]:
     return found
 
 
-def exclusive_bytes(path: Path) -> int | None:
-    """Bytes only this subvolume holds (not shared with its base), without needing quotas."""
+def _du(path: Path) -> tuple[int, int] | None:
+    """(total, exclusive) bytes of path as `btrfs filesystem du` counts them: exclusive is what
+    only this subvolume holds (not shared with its base), known without quotas."""
     result = run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=False)
     if result.returncode != 0:
         return None
     for line in result.stdout.splitlines()[1:]:
         parts = line.split()
-        if len(parts) >= 3 and parts[1].isdigit():
-            return int(parts[1])
+        if len(parts) >= 3 and parts[0].isdigit() and parts[1].isdigit():
+            return int(parts[0]), int(parts[1])
     return None
+
+
+def exclusive_bytes(path: Path) -> int | None:
+    sizes = _du(path)
+    return sizes[1] if sizes else None
+
+
+def total_bytes(path: Path) -> int | None:
+    """Bytes referenced by path, shared or not."""
+    sizes = _du(path)
+    return sizes[0] if sizes else None
 
 
 def quotas_enabled(path: Path) -> bool | None:
@@ -365,16 +397,6 @@ def created_time(path: Path) -> float:
     """When the subvolume was created (seconds since the epoch)."""
     info = btrfsutil.subvolume_info(str(path))
     return float(info.otime)
-
-
-def total_bytes(path: Path) -> int | None:
-    """Bytes referenced by path (shared or not), as btrfs filesystem du counts them."""
-    result = run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=False)
-    for line in result.stdout.splitlines()[1:]:
-        parts = line.split()
-        if parts and parts[0].isdigit():
-            return int(parts[0])
-    return None
 
 
 def rename_subvolume(source: Path, dest: Path) -> None:

@@ -39,7 +39,7 @@ def leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
 def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | None,
                    leased: list[str]) -> network.DhcpHost:
     """A MAC and an address for name on plan's network. leased: addresses dnsmasq still
-    leases to MACs without a reservation (see _leased_elsewhere)."""
+    leases to MACs without a reservation (see leased_elsewhere)."""
     # Unique among the network's reservations: every lxcforge container on it has one, and a
     # MAC only has to be unique on its own bridge.
     mac = network.unique_mac(name, (h.mac for h in plan.hosts))
@@ -84,12 +84,8 @@ def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]]
                 plans[net] = replace(plan, hosts=(*plan.hosts, entry))
                 reserved[name] = (entry, plan.gateway)
         except BaseException:
-            for name, (entry, _gw) in reserved.items():
-                net = dict(wanted)[name]
-                try:
-                    drop_address(virt, net, entry)
-                except LxcforgeError as exc:
-                    log.warning("could not drop reservation of %s: %s", name, exc)
+            network_of = dict(wanted)
+            drop_reservations(virt, [(network_of[name], entry) for name, (entry, _gw) in reserved.items()])
             raise
     return reserved
 
@@ -110,11 +106,18 @@ def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> 
         virt.add_dhcp_host(plan.name, host_xml)
 
 
-def drop_reservation(virt: Virt, net: str, entry: network.DhcpHost) -> None:
-    try:
-        drop_address(virt, net, entry)
-    except LxcforgeError as exc:
-        log.warning("could not drop the reservation of %s: %s", entry.name, exc)
+def drop_reservations(virt: Virt, reservations: Sequence[tuple[str, network.DhcpHost]]) -> None:
+    """Drop (network, reservation) pairs, one batch per network, warning instead of raising:
+    for cleaning up after something else already failed."""
+    by_network: dict[str, list[network.DhcpHost]] = {}
+    for net, entry in reservations:
+        by_network.setdefault(net, []).append(entry)
+    for net, entries in by_network.items():
+        try:
+            drop_addresses(virt, net, entries)
+        except LxcforgeError as exc:
+            log.warning("could not drop the reservations of %s: %s",
+                        ", ".join(e.name or e.ip for e in entries), exc)
 
 
 def drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:

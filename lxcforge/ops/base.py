@@ -12,7 +12,7 @@ from pathlib import Path
 from lxcforge import domain, names, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
-from lxcforge.rootfs import build, safepath
+from lxcforge.rootfs import build, fixups, safepath
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 
@@ -34,10 +34,6 @@ class BaseInfo:
 class BuildResult:
     base: BaseInfo
     seconds: float
-
-
-def open_store(settings: Settings) -> Store:
-    return Store(settings.store, settings.pool_image_path, settings.pool_size).ensure()
 
 
 def default_name(distro: str, release: str) -> str:
@@ -62,15 +58,10 @@ def read_credentials(password_file: Path | None, ssh_key_file: Path | None) -> b
             raise LxcforgeError(f"cannot read {ssh_key_file}: {exc.strerror}",
                                 hint="pass a public key file (e.g. ~/.ssh/id_ed25519.pub)") from exc
         try:
-            _check_public_key(key)
+            fixups.check_public_key(key)
         except ValueError as exc:
             raise LxcforgeError(f"{ssh_key_file}: {exc}", hint="pass the .pub file, not the private key") from exc
     return build.Credentials(password_hash=password_hash, ssh_key=key)
-
-
-def _check_public_key(key: str) -> None:
-    if not key or "\n" in key or "PRIVATE KEY" in key or not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
-        raise ValueError("not an SSH public key")
 
 
 def create(
@@ -86,16 +77,10 @@ def create(
     next command at the latest."""
     build.validate(request)
     base_name = names.validate_base_name(name or default_name(request.distro, request.release))
-    pool = open_store(settings)
+    pool = Store.from_settings(settings).ensure()
     target = pool.base_path(base_name)
     started = time.monotonic()
-    try:
-        lock = pool.lock(f"base-{base_name}", blocking=False, remove=True)
-        lock.__enter__()
-    except BlockingIOError:
-        raise InUse(f"base {base_name} is being built by another lxcforge",
-                    hint="wait for it to finish") from None
-    try:
+    with pool.claim(f"base-{base_name}", f"base {base_name} is being built by another lxcforge"):
         if target.exists() and not force:
             raise AlreadyExists(f"base {base_name} already exists",
                                 hint="pass --force to rebuild it, or --name for another name")
@@ -110,8 +95,6 @@ def create(
             # A read-only snapshot appears at its final name in one step, already read-only;
             # the writable build subvolume goes with this block.
             store.snapshot(tmp.path, target, read_only=True)
-    finally:
-        lock.__exit__(None, None, None)
     info = describe(pool, base_name, containers=None)
     return BuildResult(base=info, seconds=time.monotonic() - started)
 
@@ -160,7 +143,7 @@ def containers_by_base(settings: Settings) -> dict[str, list[str]]:
 
 
 def list_bases(settings: Settings) -> list[BaseInfo]:
-    pool = open_store(settings)
+    pool = Store.from_settings(settings).ensure()
     users = containers_by_base(settings)
     return [describe(pool, entry.name, users) for entry in sorted(pool.bases.iterdir())
             if store.is_subvolume(entry)]
@@ -168,12 +151,12 @@ def list_bases(settings: Settings) -> list[BaseInfo]:
 
 def info(settings: Settings, name: str) -> BaseInfo:
     names.validate_base_name(name)
-    return describe(open_store(settings), name, containers_by_base(settings))
+    return describe(Store.from_settings(settings).ensure(), name, containers_by_base(settings))
 
 
 def remove(settings: Settings, name: str) -> None:
     names.validate_base_name(name)
-    pool = open_store(settings)
+    pool = Store.from_settings(settings).ensure()
     path = pool.base_path(name)
     if not store.is_subvolume(path):
         raise NotFound(f"base {name} does not exist", hint="see 'lxcforge base list'")

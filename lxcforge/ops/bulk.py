@@ -21,6 +21,7 @@ from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
 from lxcforge.ops import addresses, capacity
 from lxcforge.ops import container as container_ops
+from lxcforge.store import Store
 from lxcforge.virt import Virt
 
 log = logging.getLogger(__name__)
@@ -62,20 +63,10 @@ class Summary:
         return [o for o in self.outcomes if not o.ok]
 
     def percentile(self, q: float) -> float | None:
-        times = sorted(o.seconds for o in self.succeeded)
-        if not times:
-            return None
-        if len(times) == 1:
-            return times[0]
-        return statistics.quantiles(times, n=100, method="inclusive")[int(q) - 1]
+        return _percentile([o.seconds for o in self.succeeded], q)
 
     def phase_percentile(self, phase: str, q: float) -> float | None:
-        times = sorted(o.phases[phase] for o in self.succeeded if phase in o.phases)
-        if not times:
-            return None
-        if len(times) == 1:
-            return times[0]
-        return statistics.quantiles(times, n=100, method="inclusive")[int(q) - 1]
+        return _percentile([o.phases[phase] for o in self.succeeded if phase in o.phases], q)
 
     def as_dict(self) -> dict[str, object]:
         phases = sorted({p for o in self.succeeded for p in o.phases})
@@ -92,6 +83,12 @@ class Summary:
                 [o.container for o in self.succeeded if o.container is not None] if self.action == "new"
                 else [o.name for o in self.succeeded],
         }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def _round(value: float | None) -> float | None:
@@ -133,7 +130,7 @@ def new_many(
     nothing behind."""
     started = time.monotonic()
     nets = list(networks) or [options.network or settings.network]
-    pool = container_ops._store(settings)
+    pool = Store.from_settings(settings).ensure()
     base = container_ops.resolve_base(settings, pool, options.base)
     with Virt(settings.uri) as virt:
         existing = {d.name for d in virt.domains()}
@@ -144,7 +141,7 @@ def new_many(
                                 hint="choose other names, or destroy them first")
         plans = {net: addresses.network_plan(virt, net) for net in nets}
         if check_capacity:
-            capacity.require(capacity.check_new(settings, virt, pool, plans, len(wanted), options))
+            capacity.require(capacity.check_new(virt, pool, plans, len(wanted), options))
         creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
         reservations = addresses.reserve_addresses(virt, pool, list(assignment.items()))
@@ -198,8 +195,8 @@ def _run_creations(
             cancelled = [name for future, name in futures.items() if future.cancel()]
             for creation in waiting.values():
                 creation.undo.rollback()
-            for name in cancelled:  # never started: only its reservation exists
-                addresses.drop_reservation(virt, assignment[name], reservations[name][0])
+            # Never started: only their reservations exist.
+            addresses.drop_reservations(virt, [(assignment[name], reservations[name][0]) for name in cancelled])
             raise
     return [outcomes[name] for name in wanted]
 
@@ -294,7 +291,7 @@ def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool
                  on_event: Event = lambda _kind, _name: None) -> Summary:
     """Destroy in parallel on one connection; the reservations of all of them are dropped
     together at the end, one network read and one dnsmasq reload per network."""
-    pool = container_ops._store(settings)
+    pool = Store.from_settings(settings).ensure()
     deferred: list[tuple[str, network.DhcpHost]] = []
     with Virt(settings.uri) as virt:
         summary = each("destroy", targets,

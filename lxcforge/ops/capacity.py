@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lxcforge import domain, host, network, store
-from lxcforge.config import Settings
 from lxcforge.errors import CapacityError
 from lxcforge.ops import addresses
 from lxcforge.ops import container as container_ops
@@ -179,7 +178,7 @@ def raise_own_nofile() -> int:
     return soft
 
 
-def check_new(settings: Settings, virt: Virt, pool: Store, plans: Mapping[str, network.NetworkPlan], count: int,
+def check_new(virt: Virt, pool: Store, plans: Mapping[str, network.NetworkPlan], count: int,
               options: container_ops.NewOptions) -> list[Problem]:
     free_by_network = {}
     ports_by_network = {}

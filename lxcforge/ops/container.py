@@ -14,18 +14,18 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lxcforge import cgroups, domain, host, names, network, store
 from lxcforge.config import Settings
-from lxcforge.errors import AlreadyExists, HostNotReady, InUse, LxcforgeError, NotFound
+from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
 from lxcforge.ops import addresses
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store, StoreState
 from lxcforge.undo import Undo
-from lxcforge.virt import Virt
+from lxcforge.virt import DomainInfo, Virt
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,6 @@ class Plan:
     host: network.DhcpHost
 
 
-def _store(settings: Settings, *, attach: bool = True) -> Store:
-    pool = Store(settings.store, settings.pool_image_path, settings.pool_size)
-    if attach:
-        return pool.ensure()
-    return pool
-
-
 def resolve_base(settings: Settings, pool: Store, requested: str | None) -> str:
     wanted = requested or settings.default_base
     if wanted:
@@ -96,8 +89,13 @@ def resolve_base(settings: Settings, pool: Store, requested: str | None) -> str:
                         hint="pass --base NAME (or set default_base in /etc/lxcforge/config.toml)")
 
 
+def init_for(rootfs: Path) -> str:
+    """The container's init: lxcforge's cgroup wrapper where the rootfs has a shell to run it."""
+    return cgroups.WRAPPER_PATH if fixups.has_shell(rootfs) else "/sbin/init"
+
+
 def _spec(settings: Settings, pool: Store, name: str, base: str, net: str, host_entry: network.DhcpHost,
-          options: NewOptions) -> domain.ContainerSpec:
+          options: NewOptions, init: str) -> domain.ContainerSpec:
     try:
         memory = domain.parse_size(options.memory)
     except ValueError as exc:
@@ -108,13 +106,14 @@ def _spec(settings: Settings, pool: Store, name: str, base: str, net: str, host_
         name=name, uuid=str(uuid.uuid4()), rootfs=pool.container_path(name), network=net,
         mac=host_entry.mac, memory_bytes=memory, cpus=options.cpus, base=base,
         created=datetime.now(UTC).isoformat(timespec="seconds"), store=str(settings.store), ip=host_entry.ip,
+        init=init,
     )
 
 
 def plan(settings: Settings, name: str, options: NewOptions) -> Plan:
     """What `new` would do (domain XML and address), touching nothing: for --dry-run."""
     names.validate_container_name(name)
-    pool = _store(settings, attach=False)
+    pool = Store.from_settings(settings)
     if pool.status().state is not StoreState.READY:
         raise HostNotReady(f"store {settings.store} is not attached", hint="run 'lxcforge store attach'")
     base = resolve_base(settings, pool, options.base)
@@ -124,7 +123,7 @@ def plan(settings: Settings, name: str, options: NewOptions) -> Plan:
             raise AlreadyExists(f"container {name} already exists", hint="choose another name")
         net_plan = addresses.network_plan(virt, net)
         entry = addresses.choose_address(net_plan, name, options.ip, addresses.leased_elsewhere(virt, net_plan))
-    spec = _spec(settings, pool, name, base, net, entry, options)
+    spec = _spec(settings, pool, name, base, net, entry, options, init_for(pool.base_path(base)))
     return Plan(spec=spec, xml=domain.domain_xml(spec), host=entry)
 
 
@@ -163,6 +162,8 @@ class Creator:
         self.virt = virt
         self.base = base
         self.options = options
+        # Every container of the batch is a snapshot of the same base: decide once.
+        self.init = init_for(pool.base_path(base))
 
     def create(self, name: str, net: str,
                reserved: tuple[network.DhcpHost, ipaddress.IPv4Interface | None] | None = None) -> Creation:
@@ -206,10 +207,8 @@ class Creator:
         fixups.empty_machine_id(rootfs)
         if self.options.ssh_key:
             fixups.ssh_authorized_key(rootfs, self.options.ssh_key)
-        init = "/sbin/init"
-        if fixups.has_shell(rootfs):
+        if self.init == cgroups.WRAPPER_PATH:
             fixups.install_init_wrapper(rootfs, cgroups.WRAPPER_PATH, cgroups.WRAPPER)
-            init = cgroups.WRAPPER_PATH
         c.timed("fixups", t)
 
         t = time.monotonic()
@@ -224,10 +223,10 @@ class Creator:
         c.timed("address", t)
 
         t = time.monotonic()
-        spec = _spec(self.settings, pool, name, self.base, c.net, c.entry, self.options)
-        c.spec = replace(spec, init=init)
-        virt.define_domain(domain.domain_xml(c.spec))
-        c.undo.push(f"domain {name}", lambda: _undefine(virt, name, c.spec))
+        spec = _spec(self.settings, pool, name, self.base, c.net, c.entry, self.options, self.init)
+        c.spec = spec
+        virt.define_domain(domain.domain_xml(spec))
+        c.undo.push(f"domain {name}", lambda: _undefine(virt, name, spec.uuid))
         c.timed("define", t)
 
         if self.options.start:
@@ -249,10 +248,9 @@ def _kill(virt: Virt, name: str) -> None:
     virt.destroy(name)
 
 
-def _undefine(virt: Virt, name: str, spec: domain.ContainerSpec | None) -> None:
+def _undefine(virt: Virt, name: str, uuid: str) -> None:
     virt.undefine(name)
-    if spec is not None:
-        cgroups.remove_group(spec.uuid)
+    cgroups.remove_group(uuid)
     # libvirt leaves NAME.dev, NAME.devpts and NAME.fuse (empty directories) and NAME.sock
     # behind for every container it ever ran; thousands accumulate under churn.
     for suffix in (".dev", ".devpts", ".fuse"):
@@ -266,7 +264,7 @@ def new(settings: Settings, name: str, options: NewOptions,
         progress: Callable[[str], None] = lambda _: None) -> Container:
     """Make one container; on any failure, undo every step already done."""
     names.validate_container_name(name)
-    pool = _store(settings)
+    pool = Store.from_settings(settings).ensure()
     base = resolve_base(settings, pool, options.base)
     net = options.network or settings.network
     with Virt(settings.uri) as virt:
@@ -303,20 +301,18 @@ def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float
         time.sleep(0.2)
 
 
-class _name_lock:
+def _name_lock(pool: Store, name: str) -> contextlib.AbstractContextManager[None]:
     """The per-name lock: one lxcforge at a time changes a given container."""
+    return pool.claim(f"container-{name}", f"another lxcforge is changing container {name}")
 
-    def __init__(self, pool: Store, name: str) -> None:
-        self.cm = pool.lock(f"container-{name}", blocking=False, remove=True)
 
-    def __enter__(self) -> None:
-        try:
-            self.cm.__enter__()
-        except BlockingIOError:
-            raise InUse("another lxcforge is changing this container", hint="wait for it and retry") from None
-
-    def __exit__(self, *exc: object) -> None:
-        self.cm.__exit__(None, None, None)
+def _container(info: DomainInfo, meta: domain.Metadata, settings: Settings,
+               leased: bool | None = None) -> Container:
+    return Container(
+        name=info.name, state=info.state, ipv4=meta.ip, mac=meta.mac, network=meta.network, base=meta.base,
+        memory_bytes=domain.memory_limit_bytes(info.xml), created=meta.created,
+        path=str(settings.store / "containers" / info.name), leased=leased,
+    )
 
 
 def _describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
@@ -325,11 +321,7 @@ def _describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
     if meta is None or meta.store != str(settings.store):
         raise NotFound(f"{dom_name} is not an lxcforge container of store {settings.store}",
                        hint="see 'lxcforge list'")
-    return Container(
-        name=info.name, state=info.state, ipv4=meta.ip, mac=meta.mac, network=meta.network, base=meta.base,
-        memory_bytes=domain.memory_limit_bytes(info.xml), created=meta.created,
-        path=str(Path(meta.store or settings.store) / "containers" / info.name),
-    )
+    return _container(info, meta, settings)
 
 
 def list_containers(settings: Settings) -> list[Container]:
@@ -346,12 +338,8 @@ def list_containers(settings: Settings) -> list[Container]:
                     leases[net] = {(lease.mac, lease.ip) for lease in virt.leases(net)}
                 except LxcforgeError:
                     leases[net] = set()
-            result.append(Container(
-                name=dom.name, state=dom.state, ipv4=meta.ip, mac=meta.mac, network=meta.network,
-                base=meta.base, memory_bytes=domain.memory_limit_bytes(dom.xml), created=meta.created,
-                path=str(settings.store / "containers" / dom.name),
-                leased=(meta.mac, meta.ip) in leases[net] if meta.mac and meta.ip else None,
-            ))
+            leased = (meta.mac, meta.ip) in leases[net] if meta.mac and meta.ip else None
+            result.append(_container(dom, meta, settings, leased))
     return result
 
 
@@ -366,7 +354,7 @@ def info(settings: Settings, name: str) -> tuple[Container, str]:
 
 def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 60.0) -> Container:
     names.validate_container_name(name)
-    _store(settings)
+    Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
     with Virt(settings.uri) as virt:
         container = _describe(virt, settings, name)
         if not virt.is_active(name):
@@ -415,7 +403,7 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
     deferred: collect (network, reservation) here instead of dropping them, for a batch to
     drop together (drop_addresses)."""
     names.validate_container_name(name)
-    pool = pool or _store(settings)
+    pool = pool or Store.from_settings(settings).ensure()
     rootfs = pool.container_path(name)
     with contextlib.ExitStack() as stack:
         if virt is None:
@@ -430,8 +418,7 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
                 raise NotFound(f"{name} is not an lxcforge container of store {settings.store}",
                                hint="remove it with virsh if you mean to")
             _kill(virt, name)
-            _undefine(virt, name, None)
-            cgroups.remove_group(dom.uuid)
+            _undefine(virt, name, dom.uuid)
             if meta.network and meta.mac and meta.ip:
                 entry = network.DhcpHost(meta.mac, meta.ip, name)
                 if deferred is not None:

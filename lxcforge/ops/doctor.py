@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from lxcforge import host, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import LxcforgeError
+from lxcforge.ops import addresses
 from lxcforge.ops.capacity import BRIDGE_PORTS, INOTIFY_PER_CONTAINER
 from lxcforge.run import which
 from lxcforge.virt import Virt
@@ -37,7 +38,7 @@ def check_root(_: Settings) -> list[Check]:
 
 
 def check_store(settings: Settings) -> list[Check]:
-    pool = store.Store(settings.store, settings.pool_image_path, settings.pool_size)
+    pool = store.Store.from_settings(settings)
     status = pool.status()
     checks = []
     if status.state is store.StoreState.READY:
@@ -107,9 +108,7 @@ def _check_network(virt: Virt, name: str) -> list[Check]:
         return [Check("network", Status.FAIL, f"network {name!r} is not active",
                       f"virsh -c lxc:/// net-start {name} && virsh -c lxc:/// net-autostart {name}")]
     plan = network.parse_network_xml(info.xml)
-    reserved_macs = {h.mac for h in plan.hosts}
-    leased = [lease.ip for lease in virt.leases(name) if lease.mac not in reserved_macs]
-    free = len(network.free_addresses(plan, leased))
+    free = len(network.free_addresses(plan, addresses.leased_elsewhere(virt, plan)))
     status = Status.OK if free > 0 else Status.FAIL
     return [Check("network", status,
                   f"{name!r} active on {info.bridge}, {free} of {plan.range_size()} DHCP addresses free",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from lxcforge import dhcp, domain, names, network
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
+from lxcforge.ops import addresses
 from lxcforge.virt import Virt
 
 
@@ -64,10 +65,7 @@ def _summary(virt: Virt, settings: Settings, name: str) -> NetworkSummary:
     if info is None:
         raise NotFound(f"network {name} does not exist", hint="see 'lxcforge network list'")
     plan = network.parse_network_xml(info.xml)
-    leased: list[str] = []
-    if info.active:
-        reserved_macs = {h.mac for h in plan.hosts}
-        leased = [lease.ip for lease in virt.leases(name) if lease.mac not in reserved_macs]
+    leased = addresses.leased_elsewhere(virt, plan) if info.active else []
     return NetworkSummary(
         name=name, active=info.active, bridge=info.bridge,
         subnet=str(plan.gateway.network) if plan.gateway else None, forward=plan.forward or "isolated",

@@ -92,11 +92,16 @@ def root_password_hash(root: Path, password_hash: str) -> None:
     safepath.write_text(root, "/etc/shadow", "\n".join(lines) + "\n", mode=0o000)
 
 
+def check_public_key(key: str) -> None:
+    """ValueError unless key is one line of an SSH public key (not a private key file)."""
+    if not key or "\n" in key or not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        raise ValueError("not an SSH public key (expected one line like 'ssh-ed25519 AAAA... comment')")
+
+
 def ssh_authorized_key(root: Path, public_key: str) -> None:
     """Add a public key to /root/.ssh/authorized_keys (0700 directory, 0600 file)."""
     key = public_key.strip()
-    if not key or "\n" in key or not key.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
-        raise ValueError("not an SSH public key (expected one line like 'ssh-ed25519 AAAA... comment')")
+    check_public_key(key)
     safepath.make_dirs(root, "/root/.ssh", mode=0o700)
     safepath.chmod(root, "/root/.ssh", 0o700)
     existing = ""
