@@ -60,9 +60,7 @@ def leaks(store: Path, net: str, prefix: str, virt: Virt, macs: set[str]) -> lis
         found += [f"veth {p.name}" for p in brif.iterdir()]
     found += [f"lock {p.name}" for p in (store / "locks").glob("container-*")]
     found += [f"tmp {p.name}" for p in (store / "tmp").iterdir()]
-    parent = cgroups.HOST_HIERARCHY / cgroups.PARENT
-    if parent.is_dir():
-        found += [f"cgroup {p.name}" for p in parent.iterdir() if p.is_dir() and p.name in _uuids]
+    found += [f"cgroup {p}" for p in cgroups.groups() if p.name in _uuids]
     state = Path("/run/libvirt/lxc")
     if state.is_dir():
         found += [f"libvirt state {p.name}" for p in state.glob(f"{prefix}*")]

@@ -24,10 +24,10 @@ from lxcforge import config
 from lxcforge.errors import LxcforgeError
 from lxcforge.ops import base as base_ops
 from lxcforge.ops import bulk as bulk_ops
-from lxcforge.ops import capacity
 from lxcforge.ops import container as container_ops
 from lxcforge.ops import doctor as doctor_ops
 from lxcforge.ops import networks as network_ops
+from lxcforge.ops import tuning
 from lxcforge.rootfs.build import BuildRequest
 from lxcforge.store import Store
 
@@ -50,6 +50,8 @@ base_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(base_app, name="base")
+host_app = typer.Typer(help="This host's setup for many containers.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
 network_app = typer.Typer(help="libvirt networks for containers (NAT or isolated, STP off).", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 
@@ -397,8 +399,9 @@ def new(
     keep_failed: Annotated[bool, typer.Option("--keep-failed",
                                               help="Keep a container that got no address, to debug it.")] = False,
     jobs: JobsOpt = None,
-    tune_host: Annotated[bool, typer.Option("--tune-host", help="Raise kernel limits that would stop this "
-                                            "many containers, instead of refusing.")] = False,
+    tune_host: Annotated[bool, typer.Option("--tune-host", help="Run 'lxcforge host tune' first: raise kernel "
+                                            "limits that would stop this many containers, instead of "
+                                            "refusing.")] = False,
     no_capacity_check: Annotated[bool, typer.Option("--no-capacity-check",
                                                     help="Skip the up-front capacity checks.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "--print-xml",
@@ -431,7 +434,7 @@ def new(
                 out.print(p.xml, markup=False, end="")
         return
     if tune_host:
-        capacity.tune()
+        tuning.tune(state.settings.uri)
     if len(wanted) == 1 and len(networks) <= 1 and count is None:
         with _Progress(enabled=not as_json) as progress:
             made = container_ops.new(state.settings, wanted[0], options, progress=progress)
@@ -589,6 +592,21 @@ def network_list(as_json: JsonOpt = False) -> None:
 def network_rm(name: str) -> None:
     """Remove a network (refused while containers use it)."""
     network_ops.remove(state.settings, name)
+
+
+@host_app.command("tune")
+def host_tune(as_json: JsonOpt = False) -> None:
+    """Raise kernel limits for hundreds of containers, mount the cgroup v1 hierarchies the host
+    lacks (otherwise every container's systemd creates and destroys them, and boots slower),
+    and remove cgroups left by containers that no longer exist. Idempotent; lasts until reboot
+    (vagrant/provision.sh runs it and makes the limits persistent)."""
+    tuned = tuning.tune(state.settings.uri)
+    if as_json:
+        print_json(tuned)
+    elif not tuned.changed:
+        out.print("host already tuned")
+    else:
+        _print_fields(tuned)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ class Mount:
     fstype: str
     source: str
     options: str
+    super_options: str = ""  # per-filesystem options; for cgroup v1 they name the controllers
 
 
 def _unescape(field: str) -> str:
@@ -41,6 +42,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 fstype=right_fields[0],
                 source=_unescape(right_fields[1]),
                 options=left_fields[5],
+                super_options=right_fields[2] if len(right_fields) > 2 else "",
             )
         )
     return mounts
@@ -75,6 +77,24 @@ def has_hybrid_cgroups(mount_list: list[Mount]) -> bool:
         m.fstype == "cgroup2" and m.mount_point == "/sys/fs/cgroup/unified" for m in mount_list
     )
     return has_v1 and has_unified
+
+
+def cgroup_v1_controllers(proc_cgroups: str) -> list[str]:
+    """The controllers the kernel offers (enabled rows of /proc/cgroups), in its order."""
+    names = []
+    for line in proc_cgroups.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and not line.startswith("#") and fields[3] == "1":
+            names.append(fields[0])
+    return names
+
+
+def mounted_cgroup_controllers(mount_list: list[Mount]) -> set[str] | None:
+    """Controllers held by a cgroup v1 hierarchy mounted here; None where none is (cgroup v2)."""
+    v1 = [m for m in mount_list if m.fstype == "cgroup"]
+    if not v1:
+        return None
+    return {option for m in v1 for option in m.super_options.split(",")}
 
 
 def routed_ipv4_networks() -> list[ipaddress.IPv4Network]:

@@ -169,5 +169,8 @@ start_libvirtd
 default_network
 python_env
 link_command
+# cgroup hierarchies the host lacks, stale container cgroups (sysctls are already set above).
+tuned=$("$VENV/bin/lxcforge" host tune)
+[[ $tuned == "host already tuned" ]] || log "host tune: $(echo $tuned)"
 "$VENV/bin/lxcforge" store attach >/dev/null
 log "ready: $(virsh -c "$URI" version | sed -n "s/^Using library: //p"); $("$VENV/bin/lxcforge" store status)"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from lxcforge import domain, names, network
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
-from lxcforge.ops import addresses, capacity
+from lxcforge.ops import addresses, capacity, tuning
 from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -142,6 +142,9 @@ def new_many(
         plans = {net: addresses.network_plan(virt, net) for net in nets}
         if check_capacity:
             capacity.require(capacity.check_new(virt, pool, plans, len(wanted), options))
+            advice = tuning.slow_boot_advice()
+            if advice:
+                log.warning("%s", advice)
         creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
         reservations = addresses.reserve_addresses(virt, pool, list(assignment.items()))

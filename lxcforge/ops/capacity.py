@@ -1,11 +1,10 @@
 """Capacity before work: everything knowable at container 0 that would stop container 250.
 
 check_new() returns every problem at once, each with its fix; require() refuses with all of
-them. tune() raises the kernel limits that lxcforge can raise (--tune-host)."""
+them. raise_limits() raises the kernel limits lxcforge can raise (lxcforge host tune)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 from collections.abc import Mapping
@@ -19,8 +18,6 @@ from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 
-log = logging.getLogger(__name__)
-
 BRIDGE_PORTS = 1024  # Linux: BR_MAX_PORTS
 # Measured per systemd container (Debian base): ~6 inotify instances, ~20 processes and
 # threads with libvirt's controller, ~12 MiB of host memory (a busybox container ~3.5 MiB),
@@ -32,7 +29,7 @@ DISK_PER_CONTAINER = 16 * 1024**2
 PTYS_PER_CONTAINER = 2
 FDS_PER_CONTAINER_IN_LIBVIRTD = 8
 
-# What --tune-host (and vagrant/provision.sh) sets; values for a few thousand containers.
+# What `lxcforge host tune` (and vagrant/provision.sh) sets; values for a few thousand containers.
 TUNED = {
     "fs.inotify.max_user_instances": 8192,
     "fs.inotify.max_user_watches": 1048576,
@@ -61,7 +58,7 @@ def _sysctl_int(name: str) -> int | None:
 
 
 def _tune_fix(name: str) -> str:
-    return f"lxcforge new --tune-host ... (or sysctl -w {name}={TUNED[name]})"
+    return f"lxcforge host tune, or new --tune-host (or sysctl -w {name}={TUNED[name]})"
 
 
 @dataclass(frozen=True)
@@ -221,7 +218,7 @@ def require(problems: list[Problem]) -> None:
     raise CapacityError(f"not enough room on this host: {details}", hint=fixes)
 
 
-def tune() -> list[str]:
+def raise_limits() -> list[str]:
     """Raise kernel limits to TUNED where they are lower; returns what changed."""
     changed = []
     for name, value in TUNED.items():
@@ -229,7 +226,4 @@ def tune() -> list[str]:
         if current is not None and current < value:
             Path("/proc/sys", *name.split(".")).write_text(f"{value}\n")
             changed.append(f"{name}={value}")
-    if changed:
-        log.warning("raised %s (not persistent: vagrant/provision.sh writes /etc/sysctl.d/90-lxcforge.conf)",
-                    ", ".join(changed))
     return changed

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lxcforge import host, network, store
+from lxcforge import cgroups, host, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import LxcforgeError
 from lxcforge.ops import addresses
@@ -92,10 +92,31 @@ def check_libvirt(settings: Settings) -> list[Check]:
                                 f"{settings.uri}: libvirt {versions['libvirt']}, "
                                 f"{versions['driver']} driver, kernel {versions['kernel']}"))
             checks.extend(_check_network(virt, settings.network))
+            checks.append(_check_stale_cgroups(virt))
     except LxcforgeError as exc:
         checks.append(Check("libvirtd", Status.FAIL, str(exc),
                             f"start libvirtd ({PROVISION} does it), then run lxcforge doctor again"))
     return checks
+
+
+def check_cgroup_hierarchies(_: Settings) -> list[Check]:
+    missing = cgroups.host_missing_hierarchies()
+    if missing:
+        return [Check("cgroup hierarchies", Status.WARN,
+                      f"{', '.join(missing)} not mounted: every container's systemd creates and destroys "
+                      "them under the kernel's cgroup lock, and boots slower",
+                      "lxcforge host tune")]
+    return [Check("cgroup hierarchies", Status.OK, "every controller the kernel has is mounted")]
+
+
+def _check_stale_cgroups(virt: Virt) -> Check:
+    live = {d.uuid for d in virt.domains()}
+    stale = [group for group in cgroups.groups() if group.name not in live]
+    if stale:
+        return Check("stale cgroups", Status.WARN,
+                     f"{len(stale)} cgroups of containers that no longer exist (under {cgroups.PARENT}/)",
+                     "lxcforge host tune")
+    return Check("stale cgroups", Status.OK, "none")
 
 
 def _check_network(virt: Virt, name: str) -> list[Check]:
@@ -145,7 +166,7 @@ def check_kernel_limits(_: Settings) -> list[Check]:
         room = value // INOTIFY_PER_CONTAINER
         if value < 1024:
             return (Status.WARN, f"room for about {room} systemd containers",
-                    "sysctl -w fs.inotify.max_user_instances=8192")
+                    "lxcforge host tune (or sysctl -w fs.inotify.max_user_instances=8192)")
         return Status.OK, f"room for about {room} systemd containers", ""
 
     def pid_max(value: int) -> tuple[Status, str, str]:
@@ -175,7 +196,7 @@ def check_kernel_limits(_: Settings) -> list[Check]:
     ]
 
 
-CHECKS = (check_root, check_store, check_libvirt, check_tools, check_kernel_limits)
+CHECKS = (check_root, check_store, check_libvirt, check_cgroup_hierarchies, check_tools, check_kernel_limits)
 
 
 def run_checks(settings: Settings) -> list[Check]:

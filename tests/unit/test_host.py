@@ -15,6 +15,8 @@ def test_parse_mountinfo_fields_and_escapes() -> None:
     assert [m.mount_point for m in mounts][-1] == "/srv/with space"
     store = mounts[4]
     assert (store.fstype, store.source, store.options) == ("btrfs", "/dev/loop0", "rw,noatime")
+    assert store.super_options == "rw,space_cache=v2"
+    assert host.mounted_cgroup_controllers(mounts) == {"rw", "cpu"}
 
 
 def test_mount_containing_picks_the_longest_prefix() -> None:

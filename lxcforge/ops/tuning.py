@@ -1,0 +1,53 @@
+"""`lxcforge host tune`: set the host up for many containers. Each step is idempotent.
+
+- kernel limits that would stop a bulk create (capacity.TUNED), raised where lower;
+- cgroup v1 hierarchies the host lacks, mounted once (see cgroups: otherwise every
+  container's systemd creates and destroys them, under the global cgroup lock);
+- cgroups left by containers that no longer exist, removed.
+
+Sysctls and mounts last until the next reboot; vagrant/provision.sh writes the sysctls to
+/etc/sysctl.d and runs this at every provision."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from lxcforge import cgroups
+from lxcforge.ops import capacity
+from lxcforge.virt import Virt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tuned:
+    sysctls: list[str] = field(default_factory=list)
+    cgroup_hierarchies: list[str] = field(default_factory=list)
+    stale_cgroups_removed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.sysctls or self.cgroup_hierarchies or self.stale_cgroups_removed)
+
+
+def tune(uri: str) -> Tuned:
+    result = Tuned(sysctls=capacity.raise_limits())
+    missing = cgroups.host_missing_hierarchies()
+    if missing:
+        cgroups.mount_hierarchies(missing)
+        result.cgroup_hierarchies = missing
+    with Virt(uri) as virt:
+        result.stale_cgroups_removed = cgroups.remove_stale_groups(lambda: {d.uuid for d in virt.domains()})
+    if result.changed:
+        log.info("tuned the host: %s", result)
+    return result
+
+
+def slow_boot_advice() -> str | None:
+    """A warning for bulk creates on a host that makes every container boot slower."""
+    missing = cgroups.host_missing_hierarchies()
+    if not missing:
+        return None
+    return (f"cgroup hierarchies {', '.join(missing)} are not mounted on this host, so every container's "
+            "systemd creates and destroys them: boots are slower. Run 'lxcforge host tune' once.")
