@@ -112,6 +112,8 @@ def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Crede
         fixups.root_password_hash(root, credentials.password_hash)
     if credentials.ssh_key:
         fixups.ssh_authorized_key(root, credentials.ssh_key)
+    if not minimal_base:
+        fixups.update_done_stamps(root)  # last: nothing may touch /usr after it
 
 
 def _manager() -> tuple[fedora.PackageManager, str]:

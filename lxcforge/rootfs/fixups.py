@@ -38,6 +38,9 @@ MASKED_UNITS = (
     # ext4 maintenance of the host's disks is not a container's business.
     "e2scrub_reap.service",
     "e2scrub_all.timer",
+    # Remounts / and /usr with the options in fstab, which has no entries here (empty_fstab):
+    # libvirt mounts the root. One process less at every boot of every container.
+    "systemd-remount-fs.service",
 )
 
 
@@ -51,6 +54,7 @@ MASKED_GENERATORS = (
     "systemd-veritysetup-generator",
     "systemd-system-update-generator",
     "systemd-debug-generator",
+    "systemd-run-generator",  # acts on systemd.run= on the kernel command line
 )
 
 
@@ -138,9 +142,30 @@ def disable_selinux(root: Path) -> bool:
 
 def volatile_journal(root: Path) -> None:
     """Keep the journal in memory: a persistent one costs each clone 8 MiB of its own disk and
-    the writes at boot; hundreds of containers do not need their logs to survive a stop."""
+    the writes at boot; hundreds of containers do not need their logs to survive a stop.
+    Flushing to /var/log/journal then has nothing to do, so its unit (a journalctl run at every
+    boot) is masked."""
     safepath.write_text(root, "/etc/systemd/journald.conf.d/50-lxcforge.conf",
                         "[Journal]\nStorage=volatile\nRuntimeMaxUse=8M\n")
+    mask_units(root, ("systemd-journal-flush.service",))
+
+
+UPDATE_STAMPS = ("/etc/.updated", "/var/.updated")
+
+
+def update_done_stamps(root: Path) -> None:
+    """Write what systemd-update-done writes after the first boot that follows an update of
+    /usr. Without them every container's boot runs the units guarded by ConditionNeedsUpdate=
+    (systemd-sysusers, and where present ldconfig, hwdb and catalog updates), to find nothing
+    to do; with them those run again only once /usr changes (a package installed inside).
+    Written last: the stamps carry /usr's modification time."""
+    if not safepath.exists(root, "/usr"):
+        return
+    usr = safepath.mtime_ns(root, "/usr")
+    for stamp in UPDATE_STAMPS:
+        safepath.write_text(root, stamp, "# lxcforge: the time /usr was last updated, as systemd-update-done "
+                            f"records it (see systemd-update-done.service(8))\nTIMESTAMP_NSEC={usr}\n")
+        safepath.set_mtime_ns(root, stamp, usr)
 
 
 def empty_fstab(root: Path) -> None:

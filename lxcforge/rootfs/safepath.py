@@ -168,3 +168,20 @@ def remove(root: Path, inner: str) -> None:
             os.unlink(parts[-1], dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+
+
+def mtime_ns(root: Path, inner: str) -> int:
+    """inner's modification time in nanoseconds (a symlink is refused, not followed)."""
+    parts = _parts(inner)
+    with _parent_fd(root, parts, create=False) as dir_fd:
+        st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(f"{root}/{inner.lstrip('/')} is a symlink; refusing to follow it",
+                         hint="the rootfs may be hostile; inspect it")
+    return st.st_mtime_ns
+
+
+def set_mtime_ns(root: Path, inner: str, ns: int) -> None:
+    """Set inner's access and modification times, never through a symlink."""
+    with _open_file(root, inner) as fd:
+        os.utime(fd, ns=(ns, ns))

@@ -172,6 +172,39 @@ def test_volatile_journal(rootfs: Path) -> None:
     assert not (rootfs / "etc/systemd/journald.conf.d").exists()
     fixups.volatile_journal(rootfs)
     assert "Storage=volatile" in (rootfs / "etc/systemd/journald.conf.d/50-lxcforge.conf").read_text()
+    assert os.readlink(rootfs / "etc/systemd/system/systemd-journal-flush.service") == "/dev/null"
+
+
+def needs_update(root: Path, directory: str) -> bool:
+    """systemd's ConditionNeedsUpdate=/etc or /var (condition_test_needs_update, v252)."""
+    stamp, usr = root / directory.lstrip("/") / ".updated", (root / "usr").stat()
+    if not stamp.exists():
+        return True
+    other = stamp.stat()
+    if usr.st_mtime_ns // 10**9 != other.st_mtime_ns // 10**9:
+        return usr.st_mtime_ns // 10**9 > other.st_mtime_ns // 10**9
+    if other.st_mtime_ns % 10**9:
+        return usr.st_mtime_ns % 10**9 > other.st_mtime_ns % 10**9
+    recorded = dict(line.split("=", 1) for line in stamp.read_text().splitlines() if "=" in line)
+    return usr.st_mtime_ns % 10**9 > int(recorded["TIMESTAMP_NSEC"]) % 10**9
+
+
+def test_update_stamps_skip_update_units_until_usr_changes(rootfs: Path) -> None:
+    (rootfs / "var").mkdir()
+    assert needs_update(rootfs, "/etc") and needs_update(rootfs, "/var")
+    fixups.update_done_stamps(rootfs)
+    assert not needs_update(rootfs, "/etc") and not needs_update(rootfs, "/var")
+    later = (rootfs / "usr").stat().st_mtime_ns + 2 * 10**9
+    os.utime(rootfs / "usr", ns=(later, later))  # a package installed inside the container
+    assert needs_update(rootfs, "/etc")
+
+
+def test_update_stamp_symlink_out_of_rootfs_is_refused(rootfs: Path, outside: Path) -> None:
+    (rootfs / "etc/.updated").symlink_to(outside)
+    before = outside.stat().st_mtime_ns
+    with pytest.raises(UnsafePath):
+        fixups.update_done_stamps(rootfs)
+    assert outside.read_text() == "host content\n" and outside.stat().st_mtime_ns == before
 
 
 def test_init_wrapper_needs_a_shell(rootfs: Path) -> None:

@@ -1,0 +1,42 @@
+"""Work a container's systemd skips at every boot because of the base's fix-ups, shown on a
+booted container, then shown done again once the fix-up is taken out of its rootfs."""
+
+from __future__ import annotations
+
+from lxcforge.rootfs import fixups
+from lxcforge.store import Store
+from tests.integration.conftest import lxcforge
+from tests.integration.test_containers import wait_running
+
+SKIPPED = ("systemd-sysusers.service", "systemd-journal-flush.service", "systemd-remount-fs.service")
+
+
+def ran_this_boot(pool: Store, name: str) -> dict[str, bool]:
+    shown = lxcforge(pool.root, "exec", name, "--", "systemctl", "show", "--property",
+                     "Id,ExecMainStartTimestampMonotonic", *SKIPPED).stdout
+    ran = {}
+    for block in shown.strip().split("\n\n"):  # one block per unit, properties in any order
+        props = dict(line.partition("=")[::2] for line in block.splitlines())
+        ran[props["Id"]] = props["ExecMainStartTimestampMonotonic"] not in ("", "0")
+    return ran
+
+
+def test_units_with_nothing_to_do_in_a_container_do_not_run(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
+) -> None:
+    name = f"t{unique}-boot"
+    containers.append(name)
+    made = lxcforge(cached_pool.root, "new", name, "--base", debian_base, "--network", session_network, "--json")
+    assert made.returncode == 0, made.stderr
+    assert wait_running(cached_pool, name) == "running"
+    assert ran_this_boot(cached_pool, name) == {unit: False for unit in SKIPPED}
+
+    # Without the update stamps and the masks, each of them runs at every boot.
+    rootfs = cached_pool.container_path(name)
+    for stamp in fixups.UPDATE_STAMPS:
+        (rootfs / stamp.lstrip("/")).unlink()
+    for unit in ("systemd-journal-flush.service", "systemd-remount-fs.service"):
+        (rootfs / "etc/systemd/system" / unit).unlink()
+    assert lxcforge(cached_pool.root, "restart", name).returncode == 0
+    assert wait_running(cached_pool, name) == "running"
+    assert ran_this_boot(cached_pool, name) == {unit: True for unit in SKIPPED}
