@@ -141,3 +141,8 @@ def mount_hierarchies(groups: list[str]) -> None:
         target.mkdir(exist_ok=True)
         run(["mount", "-t", "cgroup", "-o", f"nosuid,nodev,noexec,{group}", "cgroup", str(target)],
             hint=f"mount the {group} cgroup hierarchy by hand, or ignore: containers boot slower without it")
+        # systemd's links (net_cls -> net_cls,net_prio): libvirt looks a controller up by name.
+        for member in group.split(",") if "," in group else ():
+            link = CGROUP_ROOT / member
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(group)

@@ -4,6 +4,7 @@ The only module that imports `libvirt`; everything else sees plain data and Lxcf
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import libvirt
@@ -274,3 +275,37 @@ class Virt:
             except libvirt.libvirtError:
                 continue  # removed while we listed
         return sorted(infos, key=lambda d: d.name)
+
+
+class ThreadConnections:
+    """One connection per worker thread, opened on first use and closed together. libvirtd
+    serves at most max_client_requests (5 by default) calls of one connection at a time, so
+    workers sharing one connection queue behind each other's long calls (a start, a destroy):
+    measured, a 1 ms lookup waited ~200 ms behind destroys."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._local = threading.local()
+        self._opened: list[Virt] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Virt:
+        virt: Virt | None = getattr(self._local, "virt", None)
+        if virt is None:
+            virt = Virt(self.uri)
+            self._local.virt = virt
+            with self._lock:
+                self._opened.append(virt)
+        return virt
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for virt in opened:
+            virt.close()
+
+    def __enter__(self) -> ThreadConnections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

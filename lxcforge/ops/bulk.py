@@ -22,7 +22,7 @@ from lxcforge.errors import AlreadyExists, LxcforgeError
 from lxcforge.ops import addresses, capacity, tuning
 from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
-from lxcforge.virt import Virt
+from lxcforge.virt import ThreadConnections, Virt
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ def default_jobs() -> int:
     # Starting a container is mostly libvirtd's and the kernel's work; a few workers per core
     # keep that pipeline full without oversubscribing a small host.
     return max(4, min(32, 4 * (os.cpu_count() or 1)))
+
+
+def destroy_jobs() -> int:
+    # libvirt's destroy of an LXC domain signals its controller and sleeps 200 ms inside
+    # libvirtd before it checks again: the work is waiting, not CPU. Up to 16 at once leaves
+    # some of libvirtd's 20 worker threads (max_workers) for other clients.
+    return 16
 
 
 Event = Callable[[str, str], None]  # (kind, name): created | addressed | failed | done
@@ -132,7 +139,7 @@ def new_many(
     nets = list(networks) or [options.network or settings.network]
     pool = Store.from_settings(settings).ensure()
     base = container_ops.resolve_base(settings, pool, options.base)
-    with Virt(settings.uri) as virt:
+    with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
         existing = {d.name for d in virt.domains()}
         clash = [n for n in wanted if n in existing or pool.container_path(n).exists()]
         if clash:
@@ -145,7 +152,8 @@ def new_many(
             advice = tuning.slow_boot_advice()
             if advice:
                 log.warning("%s", advice)
-        creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True)
+        creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True,
+                                        connect=connections.get)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
         reservations = addresses.reserve_addresses(virt, pool, list(assignment.items()))
         outcomes = _run_creations(creator, virt, wanted, assignment, reservations, options,
@@ -292,15 +300,17 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
 
 def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool = False, jobs: int | None = None,
                  on_event: Event = lambda _kind, _name: None) -> Summary:
-    """Destroy in parallel on one connection; the reservations of all of them are dropped
-    together at the end, one network read and one dnsmasq reload per network."""
+    """Destroy in parallel, a libvirt connection per worker; the reservations of all of them
+    are dropped together at the end, one network read and one dnsmasq reload per network."""
     pool = Store.from_settings(settings).ensure()
     deferred: list[tuple[str, network.DhcpHost]] = []
-    with Virt(settings.uri) as virt:
+    with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
+        listed = {d.name: d for d in virt.domains()}
         summary = each("destroy", targets,
-                       lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok, virt=virt,
-                                                          pool=pool, deferred=deferred),
-                       jobs=jobs, on_event=on_event)
+                       lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok,
+                                                          virt=connections.get(), pool=pool, deferred=deferred,
+                                                          listed=listed),
+                       jobs=jobs or destroy_jobs(), on_event=on_event)
         by_network: dict[str, list[network.DhcpHost]] = {}
         for net, entry in deferred:
             by_network.setdefault(net, []).append(entry)

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,8 +155,10 @@ class Creator:
     (per-name locks, one lock around address allocation)."""
 
     def __init__(self, settings: Settings, pool: Store, virt: Virt, base: str, options: NewOptions,
-                 names_checked: bool = False) -> None:
+                 names_checked: bool = False, connect: Callable[[], Virt] | None = None) -> None:
         self.names_checked = names_checked
+        # Workers of a batch each use their own connection (see virt.ThreadConnections).
+        self.connect = connect or (lambda: virt)
         self.settings = settings
         self.pool = pool
         self.virt = virt
@@ -184,7 +186,7 @@ class Creator:
         return creation
 
     def _create(self, c: Creation) -> None:
-        virt, pool, name = self.virt, self.pool, c.name
+        virt, pool, name = self.connect(), self.pool, c.name
         t = time.monotonic()
         # A batch checked every name against libvirt already (one listing); defining a name
         # that appeared since then still fails in libvirt, and is undone.
@@ -397,11 +399,13 @@ def restart(settings: Settings, name: str, *, timeout: float = 30.0, wait: bool 
 
 def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Virt | None = None,
             pool: Store | None = None,
-            deferred: list[tuple[str, network.DhcpHost]] | None = None) -> bool:
+            deferred: list[tuple[str, network.DhcpHost]] | None = None,
+            listed: Mapping[str, DomainInfo] | None = None) -> bool:
     """Stop at once, undefine, drop the DHCP reservation (and dnsmasq's lease), delete the
     subvolume. Also clears a half-made container. Returns False if there was nothing.
     deferred: collect (network, reservation) here instead of dropping them, for a batch to
-    drop together (drop_addresses)."""
+    drop together (drop_addresses). listed: a batch's one listing of the domains, instead of
+    two lookups per container."""
     names.validate_container_name(name)
     pool = pool or Store.from_settings(settings).ensure()
     rootfs = pool.container_path(name)
@@ -410,16 +414,22 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
             virt = stack.enter_context(Virt(settings.uri))
         stack.enter_context(_name_lock(pool, name))
         found = False
-        if virt.domain_exists(name):
-            found = True
-            dom = virt.domain(name)
+        dom = (listed.get(name) if listed is not None
+               else virt.domain(name) if virt.domain_exists(name) else None)
+        if dom is not None:
             meta = domain.read_metadata(dom.xml)
             if meta is None or meta.store != str(settings.store):
                 raise NotFound(f"{name} is not an lxcforge container of store {settings.store}",
                                hint="remove it with virsh if you mean to")
-            _kill(virt, name)
-            _undefine(virt, name, dom.uuid)
-            if meta.network and meta.mac and meta.ip:
+            try:
+                _kill(virt, name)
+                _undefine(virt, name, dom.uuid)
+                found = True
+            except NotFound:
+                if listed is None:
+                    raise
+                # Destroyed by someone else since the listing, address and all.
+            if found and meta.network and meta.mac and meta.ip:
                 entry = network.DhcpHost(meta.mac, meta.ip, name)
                 if deferred is not None:
                     deferred.append((meta.network, entry))
