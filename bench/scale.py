@@ -17,6 +17,7 @@ import concurrent.futures
 import json
 import os
 import random
+import resource
 import shlex
 import subprocess
 import sys
@@ -94,9 +95,11 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         args += ["--static-ip", "--no-wait"]
     before = mem_available()
     started = time.monotonic()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         made = lxcforge(*args, check=False)
         created = time.monotonic() - started
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         summary = json.loads(made.stdout) if made.stdout.strip() else {"created": [], "failed": [made.stderr]}
         addresses = [c["ipv4"] for c in summary["created"]]
         answered = answering(addresses, timeout=120)
@@ -115,7 +118,12 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
     return {
         "created_s": round(created, 1), "ready_s": round(ready, 1), "addressed": len(addresses),
         "answering": answered, "failed": len(summary.get("failed", [])), "phases_p50_ms": phases,
-        "own_overhead_p50_ms": round(own, 1), "mem_per_container_mib": round(per_container_mem / 2**20, 1),
+        "own_overhead_p50_ms": round(own, 1),
+        # CPU of the lxcforge process itself (user; system includes the kernel's btrfs snapshot).
+        "own_cpu_ms_per_container": {
+            "user": round(1000 * (cpu_after.ru_utime - cpu_before.ru_utime) / max(1, count), 1),
+            "system": round(1000 * (cpu_after.ru_stime - cpu_before.ru_stime) / max(1, count), 1)},
+        "mem_per_container_mib": round(per_container_mem / 2**20, 1),
         "exclusive_disk_kib": round(sum(exclusive) / max(1, len(exclusive)) / 1024, 1),
         "destroy_s": round(destroyed, 1), "system_states": states,
     }
