@@ -227,6 +227,16 @@ def cgroup_procs_file(pid: int, mount_list: list[Mount] | None = None) -> Path |
     return None
 
 
+def bridge_ports(bridge: str | None) -> int:
+    """Interfaces attached to a Linux bridge (0 if there is no such bridge)."""
+    if not bridge:
+        return 0
+    try:
+        return sum(1 for _ in (Path("/sys/class/net") / bridge / "brif").iterdir())
+    except OSError:
+        return 0
+
+
 def inotify_instances_of_root() -> int:
     """inotify instances held by uid 0 (what fs.inotify.max_user_instances limits)."""
     count = 0

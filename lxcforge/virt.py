@@ -151,6 +151,17 @@ class Virt:
             raise LxcforgeError(f"cannot start network: {_message(exc)}",
                                 hint="is the subnet or bridge name already in use?") from exc
 
+    def redefine_network(self, xml: str) -> None:
+        """Replace an existing network's definition and, if it runs, restart it on the new
+        one (its bridge goes down and up: attached interfaces are cut off)."""
+        try:
+            net = self.conn.networkDefineXML(xml)
+            if net.isActive():
+                net.destroy()
+                net.create()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot redefine network: {_message(exc)}") from exc
+
     def remove_network(self, name: str) -> None:
         net = self._net(name)
         try:

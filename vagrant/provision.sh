@@ -172,5 +172,10 @@ link_command
 # cgroup hierarchies the host lacks, stale container cgroups (sysctls are already set above).
 tuned=$("$VENV/bin/lxcforge" host tune)
 [[ $tuned == "host already tuned" ]] || log "host tune: $(echo $tuned)"
+# Reservations on default through dnsmasq's hosts directory (not libvirt's ~0.3 s live
+# update each); it restarts the network, so only while nothing is attached.
+if ! "$VENV/bin/lxcforge" network adopt default >/dev/null 2>"$VENV/.adopt-err"; then
+    log "network default left as it is: $(head -1 "$VENV/.adopt-err")"
+fi
 "$VENV/bin/lxcforge" store attach >/dev/null
 log "ready: $(virsh -c "$URI" version | sed -n "s/^Using library: //p"); $("$VENV/bin/lxcforge" store status)"

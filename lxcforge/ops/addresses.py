@@ -137,9 +137,16 @@ def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) ->
         for lease in virt.leases(net):
             if lease.mac in macs:
                 dhcp.release_lease(info.bridge, network.DhcpHost(lease.mac, lease.ip), lease.client_id)
+    # With a hosts directory reservations are config-only, except those the running network
+    # was started with (a restart since, or an adopted network): libvirt's own hosts file
+    # holds those, so they go through the live update too, or dnsmasq would keep them.
+    started_with: set[str] = set()
+    if plan.hostsdir and info.active:
+        started_with = {h.mac for h in network.parse_network_xml(virt.live_network_xml(net)).hosts}
     for existing in plan.hosts:
         if existing.mac in macs:
-            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir)
+            live = not plan.hostsdir or existing.mac in started_with
+            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=live)
     if plan.hostsdir:
         for mac in macs:
             dhcp.withdraw(plan.hostsdir, mac)

@@ -182,7 +182,7 @@ def check_new(virt: Virt, pool: Store, plans: Mapping[str, network.NetworkPlan],
     for net, plan in plans.items():
         leased = addresses.leased_elsewhere(virt, plan)
         free_by_network[net] = len(network.free_addresses(plan, leased))
-        ports_by_network[net] = _bridge_ports(plan.bridge)
+        ports_by_network[net] = host.bridge_ports(plan.bridge)
     sysctls = {name: _sysctl_int(name) for name in TUNED}
     try:
         memory = domain.parse_size(options.memory)
@@ -190,16 +190,6 @@ def check_new(virt: Virt, pool: Store, plans: Mapping[str, network.NetworkPlan],
         memory = 0
     return evaluate(count, host_load(virt), plans, free_by_network, ports_by_network, memory, sysctls,
                     raise_own_nofile(), _free_bytes(pool.root), store.quotas_enabled(pool.root))
-
-
-def _bridge_ports(bridge: str | None) -> int:
-    if not bridge:
-        return 0
-    brif = Path("/sys/class/net") / bridge / "brif"
-    try:
-        return sum(1 for _ in brif.iterdir())
-    except OSError:
-        return 0
 
 
 def _free_bytes(path: Path) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from lxcforge import dhcp, domain, names, network
+from lxcforge import dhcp, domain, host, names, network
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
 from lxcforge.ops import addresses
@@ -48,6 +48,27 @@ def create(settings: Settings, name: str, subnet: str, *, isolated: bool = False
                                     hint="choose another subnet")
         dhcp.ensure_hostsdir(network.hostsdir_for(name))
         virt.define_network(xml, start=True, autostart=True)
+        return _summary(virt, settings, name)
+
+
+def adopt(settings: Settings, name: str) -> NetworkSummary:
+    """Give an existing libvirt network (such as 'default') lxcforge's hosts directory and STP
+    off. Restarting a network cuts off whatever is attached to its bridge, so that is
+    refused while anything is. Idempotent."""
+    with Virt(settings.uri) as virt:
+        info = virt.network(name)
+        if info is None:
+            raise NotFound(f"network {name} does not exist", hint="see 'lxcforge network list'")
+        if not network.is_adopted(info.xml):
+            adopted = network.adopted_network_xml(info.xml)
+            plan = network.parse_network_xml(adopted)
+            attached = host.bridge_ports(info.bridge) if info.active else 0
+            if attached:
+                raise InUse(f"{attached} interface(s) are attached to {info.bridge}: restarting network {name} "
+                            "would cut them off", hint="stop those containers and guests first, then run this again")
+            assert plan.hostsdir is not None
+            dhcp.ensure_hostsdir(plan.hostsdir)
+            virt.redefine_network(adopted)
         return _summary(virt, settings, name)
 
 

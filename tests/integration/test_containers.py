@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from lxcforge import network, store
+from lxcforge import dhcp, network, store
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -286,3 +286,51 @@ def test_reservations_on_a_network_like_default(
     finally:
         lxcforge(loop_store.root, "destroy", "--missing-ok", f"c{unique}")
         virt.remove_network(name)
+
+
+def test_adopting_a_network_like_default_makes_its_reservations_fast(
+    loop_store: Store, virt: Virt, unique: str
+) -> None:
+    """network adopt: refused while something is attached; afterwards reservations go to the
+    hosts directory (no live update); a reservation the network was started with is still
+    taken out of the running dnsmasq on destroy."""
+    from tests.integration.conftest import free_subnet
+
+    name = f"lxa{unique}"
+    xml = network.network_xml(name, free_subnet(), isolated=True).replace('stp="off"', 'stp="on"')
+    xml = re.sub(r"\s*<dnsmasq:options>.*</dnsmasq:options>", "", xml, flags=re.S)
+    virt.define_network(xml)
+    first, second = f"a{unique}", f"b{unique}"
+    try:
+        assert lxcforge(loop_store.root, "base", "--distro", "minimal", "--release", "1").returncode == 0
+        assert lxcforge(loop_store.root, "new", first, "--network", name, "--json").returncode == 0
+        refused = lxcforge(loop_store.root, "network", "adopt", name)
+        assert refused.returncode == 1 and "attached" in refused.stderr
+        assert not network.is_adopted(virt.network(name).xml)  # type: ignore[union-attr]
+        assert lxcforge(loop_store.root, "destroy", first).returncode == 0
+
+        adopted = lxcforge(loop_store.root, "network", "adopt", name, "--json")
+        assert adopted.returncode == 0, adopted.stderr
+        assert network.is_adopted(virt.network(name).xml)  # type: ignore[union-attr]
+        hostsdir = Path(network.hostsdir_for(name))
+        made = lxcforge(loop_store.root, "new", first, "--network", name, "--json")
+        assert made.returncode == 0, made.stderr
+        entry = json.loads(made.stdout)["created"][0]
+        assert entry["leased"] is True
+        assert network.parse_network_xml(virt.live_network_xml(name)).hosts == ()  # no live update
+        assert [p.read_text().split(",")[1] for p in hostsdir.iterdir()] == [entry["ipv4"]]
+        assert lxcforge(loop_store.root, "network", "adopt", name).returncode == 0  # idempotent
+
+        assert lxcforge(loop_store.root, "new", second, "--network", name, "--no-start").returncode == 0
+        assert lxcforge(loop_store.root, "destroy", first).returncode == 0
+        subprocess.run(["virsh", "-c", "lxc:///", "net-destroy", name], check=True, capture_output=True)
+        subprocess.run(["virsh", "-c", "lxc:///", "net-start", name], check=True, capture_output=True)
+        assert [h.name for h in network.parse_network_xml(virt.live_network_xml(name)).hosts] == [second]
+        assert lxcforge(loop_store.root, "destroy", second).returncode == 0
+        assert network.parse_network_xml(virt.live_network_xml(name)).hosts == ()
+        assert list(hostsdir.iterdir()) == [] and dhcp_hosts(virt, name) == []
+    finally:
+        for container in (first, second):
+            lxcforge(loop_store.root, "destroy", "--missing-ok", container)
+        virt.remove_network(name)
+        dhcp.remove_hostsdir(network.hostsdir_for(name))

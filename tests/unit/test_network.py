@@ -93,3 +93,15 @@ def test_free_subnet_avoids_used_ranges() -> None:
     used = [ipaddress.IPv4Network(f"10.{i}.0.0/16") for i in range(200, 254)]
     subnet = network.free_subnet(used, 24, random.Random(1))
     assert subnet is not None and subnet.startswith("10.254.") and subnet.endswith(".0/24")
+
+
+def test_adopting_default_adds_a_hosts_directory_and_turns_stp_off_keeping_the_rest() -> None:
+    assert not network.is_adopted(DEFAULT)
+    adopted = network.adopted_network_xml(DEFAULT)
+    plan, before = network.parse_network_xml(adopted), network.parse_network_xml(DEFAULT)
+    assert plan.hostsdir == network.hostsdir_for("default")
+    assert (plan.bridge, plan.forward, plan.gateway, plan.ranges, plan.hosts) == (
+        before.bridge, before.forward, before.gateway, before.ranges, before.hosts)
+    assert "stp=\"off\"" in adopted and network.is_adopted(adopted)
+    assert network.adopted_network_xml(adopted) == adopted  # once is enough
+    assert network.is_adopted(network.network_xml("lab", "10.77.0.0/16"))
