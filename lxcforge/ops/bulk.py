@@ -223,11 +223,16 @@ def _run_creations(
                 if waiting:
                     _collect_leases(virt, waiting, outcomes, options, on_event)
         except BaseException:
-            # Interrupted: what is not finished must not stay half-made.
+            # Interrupted: nothing of this batch that is not finished may stay behind. Queued
+            # creations never start (only their reservations exist); running ones are let
+            # finish and then undone, like those still waiting for their address.
             cancelled = [name for future, name in futures.items() if future.cancel()]
+            executor.shutdown(wait=True)
+            for future in futures:
+                if not future.cancelled() and future.exception() is None:
+                    future.result().undo.rollback()
             for creation in waiting.values():
                 creation.undo.rollback()
-            # Never started: only their reservations exist.
             addresses.drop_reservations(virt, [(assignment[name], reservations[name][0]) for name in cancelled])
             raise
     return [outcomes[name] for name in wanted]

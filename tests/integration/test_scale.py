@@ -179,3 +179,33 @@ def test_parallel_systemd_boots_all_end_running(
     details = {n: lxcforge(cached_pool.root, "exec", n, "--", "systemctl", "--failed", "--no-legend").stdout
                for n in failed}
     assert not failed, details
+
+
+def test_interrupted_bulk_new_leaves_nothing_behind(
+    minimal_store: Store, made_networks: list[str], unique: str, virt: Virt
+) -> None:
+    """Ctrl-C in the middle of a batch: queued containers never start, running creations are
+    undone when they finish, and the addresses of all of them are given back."""
+    import os
+    import signal
+    import time
+
+    net = f"lxi{unique}"
+    create_network(minimal_store, made_networks, net, free_subnet(24))
+    prefix = f"i{unique}-"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "new", "--count", "40",
+         "--prefix", prefix, "--network", net, "-j", "4", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(d.name.startswith(prefix) for d in virt.domains()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert [d.name for d in virt.domains() if d.name.startswith(prefix)] == []
+    assert sorted(p.name for p in minimal_store.containers.glob(f"{prefix}*")) == []
+    plan = network.parse_network_xml(virt.network(net).xml)  # type: ignore[union-attr]
+    assert plan.hosts == ()
+    assert list(Path(network.hostsdir_for(net)).iterdir()) == []
