@@ -522,8 +522,12 @@ def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = N
           lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted")
 
 
+DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 16; a "
+                                                  "destroy mostly waits inside libvirtd).")]
+
+
 @app.command()
-def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
+def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobsOpt = None,
             missing_ok: Annotated[bool, typer.Option("--missing-ok", help="No error for names that do not exist.")]
             = False, as_json: JsonOpt = False) -> None:
     """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume.
