@@ -35,6 +35,10 @@ WRAPPER_PATH = "/usr/sbin/lxcforge-init"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOST_HIERARCHY = CGROUP_ROOT / "systemd"
 UNIFIED = CGROUP_ROOT / "unified"
+# Where lxcforge/<uuid> groups live: name=systemd (the wrapper's), and the cgroup2 hierarchy
+# where systemd mirrored its tree in hybrid mode (containers made before the wrapper kept
+# systemd on the legacy layout, or guests that ignore the argument).
+HIERARCHIES = (HOST_HIERARCHY, UNIFIED)
 PARENT = "lxcforge"
 PROC_CGROUPS = Path("/proc/cgroups")
 
@@ -64,12 +68,6 @@ def host_group(uuid: str) -> Path:
     return HOST_HIERARCHY / PARENT / uuid
 
 
-def _group_dirs(uuid: str) -> list[Path]:
-    # unified: where systemd mirrored its tree in hybrid mode (containers made before the
-    # wrapper kept systemd on the legacy layout, or guests that ignore the argument).
-    return [HOST_HIERARCHY / PARENT / uuid, UNIFIED / PARENT / uuid]
-
-
 def _remove_tree(root: Path) -> bool:
     """rmdir a cgroup tree deepest first; True if it is gone."""
     if not root.is_dir():
@@ -84,14 +82,14 @@ def _remove_tree(root: Path) -> bool:
 
 def remove_group(uuid: str) -> None:
     """Remove a stopped container's (now empty) cgroup trees."""
-    for root in _group_dirs(uuid):
-        _remove_tree(root)
+    for hierarchy in HIERARCHIES:
+        _remove_tree(hierarchy / PARENT / uuid)
 
 
 def groups() -> list[Path]:
     """Every lxcforge/<uuid> group present, in both hierarchies."""
     found: list[Path] = []
-    for hierarchy in (HOST_HIERARCHY, UNIFIED):
+    for hierarchy in HIERARCHIES:
         try:
             found.extend(entry for entry in (hierarchy / PARENT).iterdir() if entry.is_dir())
         except OSError:
@@ -99,13 +97,18 @@ def groups() -> list[Path]:
     return sorted(found)
 
 
-def remove_stale_groups(live_uuids: Callable[[], set[str]]) -> int:
-    """Remove the groups of containers that no longer exist; returns how many went. The
-    groups are listed before the containers, so a container started meanwhile is kept (and
-    a running container's group cannot be removed anyway: it holds processes)."""
+def stale_groups(live_uuids: Callable[[], set[str]]) -> list[Path]:
+    """Groups of containers that no longer exist. The groups are listed before the
+    containers, so a container started meanwhile is never counted stale."""
     present = groups()
     live = live_uuids()
-    return sum(1 for group in present if group.name not in live and _remove_tree(group))
+    return [group for group in present if group.name not in live]
+
+
+def remove_stale_groups(live_uuids: Callable[[], set[str]]) -> int:
+    """Remove the groups of containers that no longer exist (a running container's group
+    cannot be removed anyway: it holds processes); returns how many went."""
+    return sum(1 for group in stale_groups(live_uuids) if _remove_tree(group))
 
 
 def missing_hierarchies(proc_cgroups: str, mount_list: list[host.Mount]) -> list[str]:

@@ -209,24 +209,6 @@ def lxc_init_pid(name: str) -> int | None:
     return min(kids) if kids else None
 
 
-def cgroup_procs_file(pid: int, mount_list: list[Mount] | None = None) -> Path | None:
-    """The cgroup.procs file of pid's cgroup: in the memory hierarchy on cgroup v1 hosts (one
-    every libvirt container has), in the unified one on cgroup v2 hosts."""
-    try:
-        lines = (PROC / str(pid) / "cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    mount_list = mount_list if mount_list is not None else mounts()
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        for m in mount_list:
-            if controllers == "memory" and m.fstype == "cgroup" and "memory" in m.super_options.split(","):
-                return Path(m.mount_point + path) / "cgroup.procs"
-            if not controllers and m.fstype == "cgroup2" and m.mount_point == "/sys/fs/cgroup":
-                return Path(m.mount_point + path) / "cgroup.procs"
-    return None
-
-
 def bridge_ports(bridge: str | None) -> int:
     """Interfaces attached to a Linux bridge (0 if there is no such bridge)."""
     if not bridge:

@@ -110,8 +110,7 @@ def check_cgroup_hierarchies(_: Settings) -> list[Check]:
 
 
 def _check_stale_cgroups(virt: Virt) -> Check:
-    live = {d.uuid for d in virt.domains()}
-    stale = [group for group in cgroups.groups() if group.name not in live]
+    stale = cgroups.stale_groups(lambda: {d.uuid for d in virt.domains()})
     if stale:
         return Check("stale cgroups", Status.WARN,
                      f"{len(stale)} cgroups of containers that no longer exist (under {cgroups.PARENT}/)",
