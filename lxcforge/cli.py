@@ -369,8 +369,15 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
         phases = summary.as_dict()["phase_p50_ms"]
         if isinstance(phases, dict) and phases:
             err.print("phases p50 (ms): " + ", ".join(f"{k} {v}" for k, v in phases.items()), markup=False)
+        cut_short = [o for o in summary.failed if o.error == bulk_ops.INTERRUPTED]
         for outcome in summary.failed:
-            err.print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
+            if outcome.error != bulk_ops.INTERRUPTED:
+                err.print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
+        if summary.interrupted:
+            err.print(f"interrupted: kept the {len(summary.succeeded)} complete; the other "
+                      f"{len(cut_short)} were not made, or undone", markup=False)
+    if summary.interrupted:
+        raise typer.Exit(130)
     if summary.failed:
         raise typer.Exit(1)
 

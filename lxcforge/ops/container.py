@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lxcforge import cgroups, domain, host, names, network, store
+from lxcforge import cgroups, domain, host, interrupts, names, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
 from lxcforge.ops import addresses
@@ -272,28 +272,40 @@ def new(settings: Settings, name: str, options: NewOptions,
     with Virt(settings.uri) as virt:
         addresses.network_plan(virt, net)  # fail early, before any work, if the network is missing
         progress(f"{name}: creating from {base}")
-        creation = Creator(settings, pool, virt, base, options).create(name, net)
-        assert creation.entry is not None
-        leased = None
-        try:
-            if options.start and options.wait:
-                progress(f"{name}: waiting for {creation.entry.ip}")
-                leased = wait_for_lease(virt, net, creation.entry, options.timeout)
-                if not leased:
-                    message = f"{name} did not take its address {creation.entry.ip} within {options.timeout:.0f} s"
-                    if not options.keep_failed:
-                        raise LxcforgeError(message + "; removed it",
-                                            hint="check the base boots ('lxcforge new --keep-failed', then "
-                                            "'lxcforge console NAME'), or raise --timeout")
-                    log.warning("%s; kept it (--keep-failed)", message)
-        except BaseException:
-            creation.undo.rollback()
-            raise
-        creation.undo.commit()
+        # Ctrl-C is taken only where the undo record is complete: while waiting, or after.
+        with interrupts.deferred() as interrupt:
+            creation = Creator(settings, pool, virt, base, options).create(name, net)
+            leased = _wait_or_undo(virt, net, creation, options, progress, interrupt.check)
     return creation.result("running" if options.start else "shut off", leased)
 
 
-def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float) -> bool:
+def _wait_or_undo(virt: Virt, net: str, creation: Creation, options: NewOptions,
+                  progress: Callable[[str], None], check_interrupt: Callable[[], None]) -> bool | None:
+    """Wait for the new container's lease (if asked to); undo the whole creation unless it
+    came, or --keep-failed says keep it anyway."""
+    assert creation.entry is not None
+    name, leased = creation.name, None
+    try:
+        check_interrupt()
+        if options.start and options.wait:
+            progress(f"{name}: waiting for {creation.entry.ip}")
+            leased = wait_for_lease(virt, net, creation.entry, options.timeout, check_interrupt)
+            if not leased:
+                message = f"{name} did not take its address {creation.entry.ip} within {options.timeout:.0f} s"
+                if not options.keep_failed:
+                    raise LxcforgeError(message + "; removed it",
+                                        hint="check the base boots ('lxcforge new --keep-failed', then "
+                                        "'lxcforge console NAME'), or raise --timeout")
+                log.warning("%s; kept it (--keep-failed)", message)
+    except BaseException:
+        creation.undo.rollback()
+        raise
+    creation.undo.commit()
+    return leased
+
+
+def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float,
+                   check_interrupt: Callable[[], None] = lambda: None) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if any(lease.mac == entry.mac and lease.ip == entry.ip for lease in virt.leases(net)):
@@ -301,6 +313,7 @@ def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
+        check_interrupt()
 
 
 def _name_lock(pool: Store, name: str) -> contextlib.AbstractContextManager[None]:
