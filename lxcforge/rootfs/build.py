@@ -107,6 +107,9 @@ def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Crede
         fixups.dhcp_on_eth0(root, stack)
         fixups.mask_units(root)
         fixups.mask_generators(root)
+        fixups.static_generator_output(root)
+        fixups.writable_cgroups_for_daemons(root)
+        fixups.no_credential_mounts(root)
         fixups.volatile_journal(root)
     if credentials.password_hash:
         fixups.root_password_hash(root, credentials.password_hash)

@@ -58,6 +58,15 @@ MASKED_GENERATORS = (
 )
 
 
+# Units whose private mount namespace remounts each of the container's cgroup mounts (14 on a
+# cgroup v1 host) read-only at every boot. A hundred containers booting at once make those
+# remounts, and the mountinfo re-reads between them, queue on the kernel's one mount
+# namespace lock. Root in a privileged container can write the cgroup tree anyway.
+CGROUP_WRITABLE_UNITS = ("systemd-logind.service", "systemd-networkd.service")
+
+UNIT_DIRECTORIES = ("/usr/lib/systemd/system", "/lib/systemd/system")
+
+
 class NetworkStack(enum.StrEnum):
     IFCFG = "ifcfg"  # initscripts' network service (old Fedora)
     NETWORKD = "networkd"  # systemd-networkd
@@ -215,7 +224,7 @@ def enable_unit(root: Path, unit: str, wanted_by: str) -> None:
 
 
 def _unit_path(root: Path, unit: str) -> str | None:
-    for directory in ("/usr/lib/systemd/system", "/lib/systemd/system"):
+    for directory in UNIT_DIRECTORIES:
         if safepath.exists(root, f"{directory}/{unit}"):
             return f"{directory}/{unit}"
     return None
@@ -256,3 +265,40 @@ def hosts(root: Path, name: str) -> None:
         "::1         localhost localhost.localdomain ip6-localhost ip6-loopback\n"
         f"127.0.1.1   {name}\n",
     )
+
+
+def _drop_in(root: Path, unit: str, text: str) -> None:
+    safepath.write_text(root, f"/etc/systemd/system/{unit}.d/lxcforge.conf", text)
+
+
+def static_generator_output(root: Path) -> None:
+    """Two generators whose whole output in a libvirt container is known when the base is
+    built, made static links instead of a process at every boot: the getty generator adds
+    console-getty.service (libvirt sets no $container_ttys), and the rc-local generator adds
+    rc-local.service when /etc/rc.local is executable, which the unit's own
+    ConditionFileIsExecutable= still checks at boot."""
+    if _unit_path(root, "console-getty.service") is not None:
+        enable_unit(root, "console-getty.service", "getty.target")
+        mask_generators(root, ("systemd-getty-generator",))
+    rc_local = _unit_path(root, "rc-local.service")
+    if rc_local is not None and "\nConditionFileIsExecutable=" in safepath.read_text(root, rc_local):
+        enable_unit(root, "rc-local.service", "multi-user.target")
+        mask_generators(root, ("systemd-rc-local-generator",))
+
+
+def writable_cgroups_for_daemons(root: Path) -> None:
+    """ProtectControlGroups=no for logind and networkd (see CGROUP_WRITABLE_UNITS)."""
+    for unit in CGROUP_WRITABLE_UNITS:
+        if _unit_path(root, unit) is not None:
+            _drop_in(root, unit, "[Service]\nProtectControlGroups=no\n")
+
+
+def no_credential_mounts(root: Path) -> None:
+    """libvirt passes a container no systemd credentials, yet systemd makes a credentials
+    mount (in a helper's mount namespace) for every unit with LoadCredential= at every boot;
+    an empty LoadCredential= in a drop-in resets the list."""
+    for directory in UNIT_DIRECTORIES:
+        for unit in safepath.regular_files(root, directory):
+            if unit.endswith(".service") and \
+                    "\nLoadCredential=" in safepath.read_text(root, f"{directory}/{unit}"):
+                _drop_in(root, unit, "[Service]\nLoadCredential=\n")

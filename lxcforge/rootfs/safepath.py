@@ -185,3 +185,23 @@ def set_mtime_ns(root: Path, inner: str, ns: int) -> None:
     """Set inner's access and modification times, never through a symlink."""
     with _open_file(root, inner) as fd:
         os.utime(fd, ns=(ns, ns))
+
+
+def regular_files(root: Path, inner: str) -> list[str]:
+    """Names of the regular files in directory inner (symlinks left out); empty if inner does
+    not exist or a symlink is on the way to it."""
+    parts = _parts(inner)
+    try:
+        with _parent_fd(root, parts, create=False) as parent:
+            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError, UnsafePath):
+        return []
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return []
+        raise
+    try:
+        return sorted(name for name in os.listdir(fd)
+                      if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode))
+    finally:
+        os.close(fd)

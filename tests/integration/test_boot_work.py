@@ -40,3 +40,43 @@ def test_units_with_nothing_to_do_in_a_container_do_not_run(
     assert lxcforge(cached_pool.root, "restart", name).returncode == 0
     assert wait_running(cached_pool, name) == "running"
     assert ran_this_boot(cached_pool, name) == {unit: True for unit in SKIPPED}
+
+
+def boot_work(pool: Store, name: str) -> dict[str, object]:
+    """What the second set of fix-ups avoids, as seen inside the running container."""
+    def run(script: str) -> str:
+        return lxcforge(pool.root, "exec", name, "--", "sh", "-c", script).stdout.strip()
+    logind_cgroups = run('grep " /sys/fs/cgroup/" /proc/$(systemctl show -p MainPID --value '
+                         'systemd-logind)/mountinfo | cut -d" " -f6 | cut -c1-2 | sort -u')
+    return {
+        "getty generator ran": run("test -e /run/systemd/generator/getty.target.wants && echo yes") == "yes",
+        "credential mounts": run("ls /run/credentials 2>/dev/null") != "",
+        "cgroups in logind's namespace": logind_cgroups,
+        "console getty": run("systemctl is-active console-getty.service"),
+    }
+
+
+def test_boot_makes_no_generator_processes_credential_mounts_or_cgroup_remounts_it_can_skip(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
+) -> None:
+    name = f"t{unique}-lean"
+    containers.append(name)
+    made = lxcforge(cached_pool.root, "new", name, "--base", debian_base, "--network", session_network, "--json")
+    assert made.returncode == 0, made.stderr
+    assert wait_running(cached_pool, name) == "running"
+    assert boot_work(cached_pool, name) == {
+        "getty generator ran": False, "credential mounts": False,
+        "cgroups in logind's namespace": "rw", "console getty": "active"}
+
+    # Without those fix-ups: the generator runs, credential mounts are made, and logind's
+    # private namespace has every cgroup mount remounted read-only.
+    rootfs = cached_pool.container_path(name)
+    for generator in ("systemd-getty-generator", "systemd-rc-local-generator"):
+        (rootfs / "etc/systemd/system-generators" / generator).unlink()
+    for drop_in in (rootfs / "etc/systemd/system").glob("*.d/lxcforge.conf"):
+        drop_in.unlink()
+    assert lxcforge(cached_pool.root, "restart", name).returncode == 0
+    assert wait_running(cached_pool, name) == "running"
+    assert boot_work(cached_pool, name) == {
+        "getty generator ran": True, "credential mounts": True,
+        "cgroups in logind's namespace": "ro", "console getty": "active"}

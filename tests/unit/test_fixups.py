@@ -232,3 +232,54 @@ def test_mask_generators(rootfs: Path) -> None:
     assert sorted(p.name for p in masked.iterdir()) == sorted(fixups.MASKED_GENERATORS)
     assert all(os.readlink(p) == "/dev/null" for p in masked.iterdir())
     assert "systemd-getty-generator" not in fixups.MASKED_GENERATORS  # the console getty needs it
+
+
+def test_static_generator_output(rootfs: Path) -> None:
+    units = rootfs / "usr/lib/systemd/system"
+    (units / "console-getty.service").write_text("[Unit]\nDescription=Console Getty\n")
+    (units / "rc-local.service").write_text("[Unit]\nConditionFileIsExecutable=/etc/rc.local\n")
+    generators = rootfs / "etc/systemd/system-generators"
+    assert not generators.exists()  # before: both generators run at every boot
+    fixups.static_generator_output(rootfs)
+    wants = rootfs / "etc/systemd/system"
+    assert os.readlink(wants / "getty.target.wants/console-getty.service") == \
+        "/usr/lib/systemd/system/console-getty.service"
+    assert os.readlink(wants / "multi-user.target.wants/rc-local.service") == \
+        "/usr/lib/systemd/system/rc-local.service"
+    assert sorted(os.listdir(generators)) == ["systemd-getty-generator", "systemd-rc-local-generator"]
+    assert {os.readlink(generators / g) for g in os.listdir(generators)} == {"/dev/null"}
+
+
+def test_rc_local_generator_kept_when_the_unit_does_not_check_for_itself(rootfs: Path) -> None:
+    (rootfs / "usr/lib/systemd/system/rc-local.service").write_text("[Service]\nExecStart=/etc/rc.local\n")
+    fixups.static_generator_output(rootfs)  # no console-getty either: nothing to make static
+    assert not (rootfs / "etc/systemd/system-generators").exists()
+    assert not (rootfs / "etc/systemd/system/multi-user.target.wants").exists()
+
+
+def test_writable_cgroups_for_daemons(rootfs: Path) -> None:
+    fixups.writable_cgroups_for_daemons(rootfs)  # the fixture has networkd, not logind
+    drop_in = rootfs / "etc/systemd/system/systemd-networkd.service.d/lxcforge.conf"
+    assert drop_in.read_text() == "[Service]\nProtectControlGroups=no\n"
+    assert not (rootfs / "etc/systemd/system/systemd-logind.service.d").exists()
+
+
+def test_no_credential_mounts(rootfs: Path) -> None:
+    units = rootfs / "usr/lib/systemd/system"
+    (units / "systemd-tmpfiles-setup.service").write_text("[Service]\nLoadCredential=tmpfiles.extra\n")
+    (units / "alias.service").symlink_to("systemd-tmpfiles-setup.service")
+    fixups.no_credential_mounts(rootfs)
+    made = sorted(p.parent.name for p in (rootfs / "etc/systemd/system").glob("*.d/lxcforge.conf"))
+    assert made == ["systemd-tmpfiles-setup.service.d"]
+    assert (rootfs / "etc/systemd/system/systemd-tmpfiles-setup.service.d/lxcforge.conf").read_text() == \
+        "[Service]\nLoadCredential=\n"
+
+
+def test_regular_files_never_follows_a_symlinked_directory(rootfs: Path, tmp_path: Path) -> None:
+    host_dir = tmp_path / "host-units"
+    host_dir.mkdir()
+    (host_dir / "secret.service").write_text("[Service]\nLoadCredential=x\n")
+    (rootfs / "lib").symlink_to(host_dir)
+    assert safepath.regular_files(rootfs, "/lib") == []
+    assert safepath.regular_files(rootfs, "/usr/lib/systemd/system") == [
+        "systemd-networkd.service", "systemd-networkd.socket"]
