@@ -19,6 +19,7 @@ import os
 import random
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,29 +145,14 @@ def run_2013(store: Path, base: str, count: int, net: str, work: Path, systemd: 
         spec = domain.ContainerSpec(name=name, uuid=str(uuid.uuid4()), rootfs=store / "containers" / name,
                                     network=net, mac=mac, memory_bytes=512 * 2**20)
         (xml_dir / f"{name}.xml").write_text(domain.domain_xml(spec))
+    # No `set -e`: a start that fails is counted as missing, and the loop goes on.
     script = f"""
-set -e
 for i in $(seq 1 {count}); do
     btrfs -q subvolume snapshot {shlex.quote(str(store))}/bases/{base} {shlex.quote(str(store))}/containers/man-$i
     virsh -q -c lxc:/// define {xml_dir}/man-$i.xml >/dev/null
-    virsh -q -c lxc:/// start man-$i >/dev/null
+    virsh -q -c lxc:/// start man-$i >/dev/null || echo "man-$i did not start" >&2
 done
 """
-    started = time.monotonic()
-    subprocess.run(["bash", "-c", script], check=False)
-    launched = time.monotonic() - started
-    wanted = {m.lower() for m in macs.values()}
-    deadline = time.monotonic() + 120
-    leased: dict[str, str] = {}
-    with Virt() as virt:
-        while time.monotonic() < deadline:
-            leased = {lease.mac: lease.ip for lease in virt.leases(net) if lease.mac in wanted}
-            if len(leased) == len(wanted):
-                break
-            time.sleep(0.5)
-    answered = answering(list(leased.values()), timeout=30)
-    ready = time.monotonic() - started
-    states = system_states(list(macs)) if systemd else {}
     destroy = f"""
 for i in $(seq 1 {count}); do
     virsh -q -c lxc:/// destroy man-$i >/dev/null 2>&1
@@ -174,13 +160,31 @@ for i in $(seq 1 {count}); do
     btrfs -q subvolume delete {shlex.quote(str(store))}/containers/man-$i >/dev/null 2>&1
 done
 """
-    started = time.monotonic()
-    subprocess.run(["bash", "-c", destroy], check=False)
-    destroyed = time.monotonic() - started
-    subprocess.run(["umount", str(rootfs_dir)], check=False)
+    try:
+        started = time.monotonic()
+        subprocess.run(["bash", "-c", script], check=False)
+        launched = time.monotonic() - started
+        wanted = {m.lower() for m in macs.values()}
+        deadline = time.monotonic() + 120
+        leased: dict[str, str] = {}
+        with Virt() as virt:
+            while time.monotonic() < deadline:
+                leased = {lease.mac: lease.ip for lease in virt.leases(net) if lease.mac in wanted}
+                if len(leased) == len(wanted):
+                    break
+                time.sleep(0.5)
+            running = [d.name for d in virt.domains() if d.name in macs and d.state == "running"]
+        answered = answering(list(leased.values()), timeout=30)
+        ready = time.monotonic() - started
+        states = system_states(running) if systemd else {}
+    finally:
+        started = time.monotonic()
+        subprocess.run(["bash", "-c", destroy], check=False)
+        destroyed = time.monotonic() - started
+        subprocess.run(["umount", str(rootfs_dir)], check=False)
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
-            "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1),
-            "system_states": states}
+            "answering": answered, "missing": count - len(leased), "running": len(running),
+            "destroy_s": round(destroyed, 1), "system_states": states}
 
 
 def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: bool,
@@ -239,6 +243,8 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
 
 
 def main() -> int:
+    # kill / timeout: unwind through the finally blocks, which remove what the run made.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--base", default="minimal-1", help="base in the store (minimal-1 is built if missing)")
