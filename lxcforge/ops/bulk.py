@@ -236,6 +236,9 @@ def _run_creations(
             # ones are let finish and then undone, like those still waiting for their address.
             # Containers already complete are kept, as after a partial failure.
             cancelled = [name for future, name in futures.items() if future.cancel()]
+            if isinstance(exc, KeyboardInterrupt):
+                log.warning("interrupted: undoing the %d containers not yet complete (a second Ctrl-C "
+                            "is ignored until then)", len(futures) - len(cancelled) + len(waiting))
             executor.shutdown(wait=True)
             for future in futures:
                 if not future.cancelled() and future.exception() is None:
