@@ -287,9 +287,11 @@ def static_generator_output(root: Path) -> None:
 
 
 def writable_cgroups_for_daemons(root: Path) -> None:
-    """ProtectControlGroups=no for logind and networkd (see CGROUP_WRITABLE_UNITS)."""
+    """ProtectControlGroups=no for logind and networkd (see CGROUP_WRITABLE_UNITS), where
+    their units ask for it (older systemd has no such setting)."""
     for unit in CGROUP_WRITABLE_UNITS:
-        if _unit_path(root, unit) is not None:
+        path = _unit_path(root, unit)
+        if path is not None and "\nProtectControlGroups=yes" in safepath.read_text(root, path):
             _drop_in(root, unit, "[Service]\nProtectControlGroups=no\n")
 
 

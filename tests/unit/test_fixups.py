@@ -258,7 +258,10 @@ def test_rc_local_generator_kept_when_the_unit_does_not_check_for_itself(rootfs:
 
 
 def test_writable_cgroups_for_daemons(rootfs: Path) -> None:
-    fixups.writable_cgroups_for_daemons(rootfs)  # the fixture has networkd, not logind
+    units = rootfs / "usr/lib/systemd/system"
+    (units / "systemd-networkd.service").write_text("[Service]\nProtectControlGroups=yes\n")
+    (units / "systemd-logind.service").write_text("[Service]\nExecStart=x\n")  # an older systemd
+    fixups.writable_cgroups_for_daemons(rootfs)
     drop_in = rootfs / "etc/systemd/system/systemd-networkd.service.d/lxcforge.conf"
     assert drop_in.read_text() == "[Service]\nProtectControlGroups=no\n"
     assert not (rootfs / "etc/systemd/system/systemd-logind.service.d").exists()
