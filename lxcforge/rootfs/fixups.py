@@ -271,6 +271,12 @@ def _drop_in(root: Path, unit: str, text: str) -> None:
     safepath.write_text(root, f"/etc/systemd/system/{unit}.d/lxcforge.conf", text)
 
 
+def _unit_says(root: Path, unit: str, setting: str) -> bool:
+    """True if the rootfs has unit and one of its lines starts with setting ("Key=...")."""
+    path = _unit_path(root, unit)
+    return path is not None and f"\n{setting}" in safepath.read_text(root, path)
+
+
 def static_generator_output(root: Path) -> None:
     """Two generators whose whole output in a libvirt container is known when the base is
     built, made static links instead of a process at every boot: the getty generator adds
@@ -280,8 +286,7 @@ def static_generator_output(root: Path) -> None:
     if _unit_path(root, "console-getty.service") is not None:
         enable_unit(root, "console-getty.service", "getty.target")
         mask_generators(root, ("systemd-getty-generator",))
-    rc_local = _unit_path(root, "rc-local.service")
-    if rc_local is not None and "\nConditionFileIsExecutable=" in safepath.read_text(root, rc_local):
+    if _unit_says(root, "rc-local.service", "ConditionFileIsExecutable="):
         enable_unit(root, "rc-local.service", "multi-user.target")
         mask_generators(root, ("systemd-rc-local-generator",))
 
@@ -290,8 +295,7 @@ def writable_cgroups_for_daemons(root: Path) -> None:
     """ProtectControlGroups=no for logind and networkd (see CGROUP_WRITABLE_UNITS), where
     their units ask for it (older systemd has no such setting)."""
     for unit in CGROUP_WRITABLE_UNITS:
-        path = _unit_path(root, unit)
-        if path is not None and "\nProtectControlGroups=yes" in safepath.read_text(root, path):
+        if _unit_says(root, unit, "ProtectControlGroups=yes"):
             _drop_in(root, unit, "[Service]\nProtectControlGroups=no\n")
 
 
@@ -299,8 +303,8 @@ def no_credential_mounts(root: Path) -> None:
     """libvirt passes a container no systemd credentials, yet systemd makes a credentials
     mount (in a helper's mount namespace) for every unit with LoadCredential= at every boot;
     an empty LoadCredential= in a drop-in resets the list."""
-    for directory in UNIT_DIRECTORIES:
-        for unit in safepath.regular_files(root, directory):
-            if unit.endswith(".service") and \
-                    "\nLoadCredential=" in safepath.read_text(root, f"{directory}/{unit}"):
-                _drop_in(root, unit, "[Service]\nLoadCredential=\n")
+    services = {unit for directory in UNIT_DIRECTORIES for unit in safepath.regular_files(root, directory)
+                if unit.endswith(".service")}
+    for unit in sorted(services):
+        if _unit_says(root, unit, "LoadCredential="):
+            _drop_in(root, unit, "[Service]\nLoadCredential=\n")
