@@ -68,7 +68,7 @@ def host_group(uuid: str) -> Path:
     return HOST_HIERARCHY / PARENT / uuid
 
 
-def _remove_tree(root: Path) -> bool:
+def remove_tree(root: Path) -> bool:
     """rmdir a cgroup tree deepest first; True if it is gone."""
     if not root.is_dir():
         return True
@@ -83,7 +83,7 @@ def _remove_tree(root: Path) -> bool:
 def remove_group(uuid: str) -> None:
     """Remove a stopped container's (now empty) cgroup trees."""
     for hierarchy in HIERARCHIES:
-        _remove_tree(hierarchy / PARENT / uuid)
+        remove_tree(hierarchy / PARENT / uuid)
 
 
 def groups() -> list[Path]:
@@ -108,7 +108,7 @@ def stale_groups(live_uuids: Callable[[], set[str]]) -> list[Path]:
 def remove_stale_groups(live_uuids: Callable[[], set[str]]) -> int:
     """Remove the groups of containers that no longer exist (a running container's group
     cannot be removed anyway: it holds processes); returns how many went."""
-    return sum(1 for group in stale_groups(live_uuids) if _remove_tree(group))
+    return sum(1 for group in stale_groups(live_uuids) if remove_tree(group))
 
 
 def missing_hierarchies(proc_cgroups: str, mount_list: list[host.Mount]) -> list[str]:

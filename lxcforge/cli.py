@@ -352,6 +352,7 @@ class _BulkProgress:
 
 
 def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
+    single = len(summary.outcomes) == 1
     if as_json:
         print_json(summary.as_dict())
     else:
@@ -363,15 +364,25 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
         rate = ok / summary.seconds if summary.seconds else 0.0
         line = f"{summary.action}: {ok} of {total} in {summary.seconds:.1f} s ({rate:.1f}/s)"
         p50, p95 = summary.percentile(50), summary.percentile(95)
-        if p50 is not None and p95 is not None:
+        if p50 is not None and p95 is not None and not single:
             line += f"; per container p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
-        err.print(line, markup=False)
+        if summary.repaired:
+            line += f"; repaired {summary.repaired} (libvirt had lost the init pid)"
+        if not single or summary.repaired:
+            err.print(line, markup=False)
         phases = summary.as_dict()["phase_p50_ms"]
-        if isinstance(phases, dict) and phases:
+        if isinstance(phases, dict) and phases and not single:
             err.print("phases p50 (ms): " + ", ".join(f"{k} {v}" for k, v in phases.items()), markup=False)
         cut_short = [o for o in summary.failed if o.error == bulk_ops.INTERRUPTED]
         for outcome in summary.failed:
-            if outcome.error != bulk_ops.INTERRUPTED:
+            if outcome.error == bulk_ops.INTERRUPTED:
+                continue
+            if single:
+                # One container: its error is the command's error, with what to do next.
+                err.print(f"[bold red]error:[/] {outcome.name}: {outcome.error}", markup=True)
+                if outcome.hint:
+                    err.print(f"hint: {outcome.hint}", markup=False)
+            else:
                 err.print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
         if summary.interrupted:
             err.print(f"interrupted: kept the {len(summary.succeeded)} complete; the other "
@@ -405,6 +416,8 @@ def new(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each address.")] = 60.0,
     keep_failed: Annotated[bool, typer.Option("--keep-failed",
                                               help="Keep a container that got no address, to debug it.")] = False,
+    autostart: Annotated[bool, typer.Option("--autostart", help="Start it when the host boots "
+                                            "('lxcforge boot'; see 'lxcforge autostart').")] = False,
     jobs: JobsOpt = None,
     tune_host: Annotated[bool, typer.Option("--tune-host", help="Run 'lxcforge host tune' first: raise kernel "
                                             "limits that would stop this many containers, instead of "
@@ -420,7 +433,10 @@ def new(
     Each gets a stable MAC derived from its name and a static DHCP reservation on its network,
     so its address is known before it boots. A failure undoes every step of that container.
     Many at once: NAME... or --count N --prefix P, in parallel (-j), checked up front for
-    addresses, bridge ports, memory and kernel limits."""
+    addresses, bridge ports, memory and kernel limits. One container or many, it is the same
+    path and the same --json document. Leftovers of an interrupted lxcforge under these names
+    are reclaimed first; a container libvirt starts without knowing its init pid is restarted
+    (counted as 'repaired')."""
     wanted = bulk_ops.expand_names(count, prefix, names_ or [])
     if ip and len(wanted) > 1:
         raise LxcforgeError("--ip applies to one container", hint="create the others without --ip")
@@ -430,11 +446,14 @@ def new(
     networks = [n.strip() for n in (network or "").split(",") if n.strip()]
     options = container_ops.NewOptions(base=base, network=networks[0] if networks else None, memory=memory,
                                        cpus=cpus, ip=ip, ssh_key=key, start=not no_start, wait=not no_wait,
-                                       timeout=timeout, keep_failed=keep_failed, static_ip=static_ip)
+                                       timeout=timeout, keep_failed=keep_failed, static_ip=static_ip,
+                                       autostart=autostart)
+    options.check()
     if dry_run:
-        plans = [container_ops.plan(state.settings, name, options) for name in wanted]
+        plans = container_ops.plan_many(state.settings, wanted, options, networks)
         if as_json:
-            print_json([{"name": p.spec.name, "ipv4": p.host.ip, "mac": p.host.mac, "xml": p.xml} for p in plans])
+            print_json([{"name": p.spec.name, "ipv4": p.host.ip, "mac": p.host.mac, "network": p.spec.network,
+                         "xml": p.xml} for p in plans])
         else:
             for p in plans:
                 out.print(f"<!-- {p.spec.name}: {p.host.ip} ({p.host.mac}) on {p.spec.network} -->", markup=False)
@@ -442,14 +461,6 @@ def new(
         return
     if tune_host:
         tuning.tune(state.settings.uri)
-    if len(wanted) == 1 and len(networks) <= 1 and count is None:
-        with _Progress(enabled=not as_json) as progress:
-            made = container_ops.new(state.settings, wanted[0], options, progress=progress)
-        if as_json:
-            print_json({"action": "new", "total": 1, "succeeded": 1, "failed": [], "created": [made]})
-        else:
-            out.print(f"{made.name} {made.ipv4 or ''}".rstrip(), markup=False)
-        return
     with _BulkProgress(len(wanted), enabled=not as_json) as progress_events:
         summary = bulk_ops.new_many(state.settings, wanted, options, networks=networks, jobs=jobs,
                                     check_capacity=not no_capacity_check, on_event=progress_events)
@@ -488,11 +499,7 @@ def _targets(patterns: list[str] | None, all_: bool) -> list[str]:
 
 def _each(action: str, targets: list[str], fn: Callable[[str], object], jobs: int | None, as_json: bool,
           verb: str) -> None:
-    if len(targets) == 1:
-        fn(targets[0])  # one container: its error is the command's error
-        if as_json:
-            print_json({"action": action, "total": 1, "succeeded": 1, "failed": []})
-        return
+    """One container or many: the same path, summary and --json document."""
     with _BulkProgress(len(targets), enabled=not as_json, verb=verb) as events:
         summary = bulk_ops.each(action, targets, fn, jobs=jobs, on_event=events)
     _print_summary(summary, as_json)
@@ -503,12 +510,12 @@ def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = Non
           no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for addresses.")] = False,
           timeout: Annotated[float, typer.Option(help="Seconds to wait for each address.")] = 60.0,
           as_json: JsonOpt = False) -> None:
-    """Start stopped containers (and wait for their addresses); names, globs or --all."""
-    def one(name: str) -> None:
-        c = container_ops.start(state.settings, name, wait=not no_wait, timeout=timeout)
-        if not as_json:
-            out.print(f"{c.name} {c.ipv4 or ''}".rstrip(), markup=False)
-    _each("start", _targets(patterns, all_), one, jobs, as_json, "started")
+    """Start stopped containers (and wait for their addresses); names, globs or --all.
+
+    A running container that libvirt lost track of (no init pid) is restarted ('repaired')."""
+    _each("start", _targets(patterns, all_),
+          lambda n: container_ops.start(state.settings, n, wait=not no_wait, timeout=timeout), jobs, as_json,
+          "started")
 
 
 @app.command()
@@ -529,6 +536,18 @@ def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = N
           lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted")
 
 
+@app.command()
+def autostart(patterns: TargetsArg = None, all_: AllOpt = False,
+              off: Annotated[bool, typer.Option("--off", help="Clear the mark instead.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Mark containers to start when the host boots, or clear the mark (--off).
+
+    At boot, 'lxcforge boot' (the lxcforge-boot service that provision.sh installs) attaches
+    the store, starts the networks and the marked containers, and runs gc."""
+    _each("autostart", _targets(patterns, all_),
+          lambda n: container_ops.set_autostart(state.settings, n, not off), None, as_json, "marked")
+
+
 DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 16; a "
                                                   "destroy mostly waits inside libvirtd).")]
 
@@ -538,18 +557,50 @@ def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobs
             missing_ok: Annotated[bool, typer.Option("--missing-ok", help="No error for names that do not exist.")]
             = False, as_json: JsonOpt = False) -> None:
     """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume.
-    Names, globs ('web*') or --all."""
+    Names, globs ('web*') or --all. Also removes what an interrupted lxcforge left of a name
+    (a reservation or a subvolume without a domain)."""
     targets = _targets(patterns, all_)
-    if not targets:
-        if as_json:
-            print_json({"action": "destroy", "total": 0, "succeeded": 0, "failed": []})
-        return
-    if len(targets) == 1:
-        _each("destroy", targets, lambda n: container_ops.destroy(state.settings, n, missing_ok=missing_ok),
-              jobs, as_json, "destroyed")
-        return
     with _BulkProgress(len(targets), enabled=not as_json, verb="destroyed") as events:
         summary = bulk_ops.destroy_many(state.settings, targets, missing_ok=missing_ok, jobs=jobs, on_event=events)
+    _print_summary(summary, as_json)
+
+
+@app.command()
+def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")]
+       = False, as_json: JsonOpt = False) -> None:
+    """Find and remove what interrupted commands left behind, and repair what libvirt lost.
+
+    Looks for: subvolumes without a domain, domains whose subvolume is gone, this store's DHCP
+    reservations, hosts files and leases without a container, stale lock files, temporary
+    subvolumes of killed builds, libvirt's per-container leftovers in /run/libvirt/lxc, and
+    running containers libvirt lost the init pid of (restarted). Never touches what another
+    store or another tool made. Idempotent: a second run finds nothing."""
+    from lxcforge.ops import gc as gc_ops
+
+    report = gc_ops.collect(state.settings, dry_run=dry_run)
+    if as_json:
+        print_json(report)
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for item in report.items:
+            out.print(f"{verb if item.kind != 'unmanaged' else ('would repair' if dry_run else 'repaired')} "
+                      f"{item.kind} {item.what}" + (f" ({item.detail})" if item.detail else ""), markup=False)
+        err.print(f"gc: {len(report.items)} found in {report.seconds:.2f} s"
+                  + (" (dry run: nothing changed)" if dry_run else ""), markup=False)
+    if report.errors:
+        for error in report.errors:
+            err.print(f"[bold red]failed:[/] {error}", markup=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def boot(as_json: JsonOpt = False) -> None:
+    """What the host runs once at boot (the lxcforge-boot service): attach the store, start
+    the networks containers use, start the containers marked with --autostart, then gc.
+    Safe to run again: running containers are left alone."""
+    from lxcforge.ops import boot as boot_ops
+
+    summary = boot_ops.start_marked(state.settings)
     _print_summary(summary, as_json)
 
 

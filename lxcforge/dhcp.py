@@ -44,6 +44,22 @@ def publish(hostsdir: str, host: network.DhcpHost) -> None:
     partial.rename(target)
 
 
+def published(hostsdir: str) -> list[tuple[str, str | None]]:
+    """(MAC, name) of every reservation file in a hosts directory."""
+    found: list[tuple[str, str | None]] = []
+    path = Path(hostsdir)
+    if not path.is_dir():
+        return found
+    for entry in sorted(path.glob("*.conf")):
+        try:
+            fields = entry.read_text().strip().split(",")
+        except OSError:
+            continue
+        if len(fields) >= 2:
+            found.append((fields[0].lower(), fields[2] if len(fields) > 2 else None))
+    return found
+
+
 def withdraw(hostsdir: str, mac: str) -> None:
     """Remove a reservation file; dnsmasq forgets removed entries only on reload()."""
     with contextlib.suppress(FileNotFoundError):

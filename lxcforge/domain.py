@@ -27,6 +27,7 @@ class ContainerSpec:
     created: str | None = None  # ISO 8601, UTC
     store: str | None = None
     ip: str | None = None
+    autostart: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Metadata:
     network: str | None
     ip: str | None
     mac: str | None
+    autostart: bool = False
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -91,6 +93,7 @@ def _metadata_element(spec: ContainerSpec) -> ET.Element:
         ("network", spec.network),
         ("ip", spec.ip),
         ("mac", spec.mac),
+        ("autostart", "yes" if spec.autostart else None),
     ):
         if value is not None:
             _sub(container, f"{{{METADATA_NS}}}{tag}", value)
@@ -109,7 +112,24 @@ def read_metadata(xml: str) -> Metadata | None:
         return element.text if element is not None else None
 
     return Metadata(base=text("base"), created=text("created"), store=text("store"),
-                    network=text("network"), ip=text("ip"), mac=text("mac"))
+                    network=text("network"), ip=text("ip"), mac=text("mac"), autostart=text("autostart") == "yes")
+
+
+def with_autostart(xml: str, on: bool) -> str:
+    """The domain XML with lxcforge's start-at-boot mark set or cleared. lxcforge's own mark,
+    not libvirt's autostart flag: at boot the store must be attached first, and every start
+    goes through lxcforge's checks (see ops/boot.py)."""
+    ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+    root = ET.fromstring(xml)
+    container = root.find(f"metadata/{{{METADATA_NS}}}container")
+    if container is None:
+        raise ValueError("not an lxcforge domain")
+    mark = container.find(f"{{{METADATA_NS}}}autostart")
+    if on and mark is None:
+        _sub(container, f"{{{METADATA_NS}}}autostart", "yes")
+    elif not on and mark is not None:
+        container.remove(mark)
+    return ET.tostring(root, encoding="unicode") + "\n"
 
 
 def memory_limit_bytes(xml: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -207,6 +208,18 @@ def lxc_init_pid(name: str) -> int | None:
         return None
     kids = children(controller)
     return min(kids) if kids else None
+
+
+def namespace_inodes(pid: int) -> set[int]:
+    """Inodes of a process's namespaces (empty if it is gone)."""
+    found = set()
+    try:
+        for entry in (PROC / str(pid) / "ns").iterdir():
+            with contextlib.suppress(OSError):
+                found.add(entry.stat().st_ino)
+    except OSError:
+        pass
+    return found
 
 
 def bridge_ports(bridge: str | None) -> int:

@@ -22,22 +22,34 @@ def hostsdir_for(network_name: str) -> str:
 
 # Locally administered, unicast (bit 1 of the first octet set, bit 0 clear); "LF" for lxcforge.
 MAC_PREFIX = (0x02, 0x4C, 0x46)
+MAC_ATTEMPTS = 64
 
 
-def mac_for(name: str, attempt: int = 0) -> str:
-    """A stable MAC for a container name; attempt > 0 gives the alternatives used on collision."""
-    digest = hashlib.sha256(f"{name}\0{attempt}".encode()).digest()
+def mac_for(name: str, attempt: int = 0, owner: str = "") -> str:
+    """A stable MAC for a container name; attempt > 0 gives the alternatives used on collision.
+    owner (the store's path) is hashed in too: a reservation's MAC then says which store made
+    it, so `gc` can tell its own leftovers from another store's or another tool's entries."""
+    seed = f"{name}\0{attempt}" if not owner else f"{owner}\0{name}\0{attempt}"
+    digest = hashlib.sha256(seed.encode()).digest()
     octets = (*MAC_PREFIX, *digest[:3])
     return ":".join(f"{o:02x}" for o in octets)
 
 
-def unique_mac(name: str, taken: Iterable[str], attempts: int = 64) -> str:
+def unique_mac(name: str, taken: Iterable[str], owner: str = "", attempts: int = MAC_ATTEMPTS) -> str:
     used = {m.lower() for m in taken}
     for attempt in range(attempts):
-        mac = mac_for(name, attempt)
+        mac = mac_for(name, attempt, owner)
         if mac not in used:
             return mac
     raise ValueError(f"no free MAC for {name} after {attempts} attempts")
+
+
+def owned_by(mac: str, name: str | None, owner: str) -> bool:
+    """True if owner's lxcforge made this MAC for a container called name."""
+    if not name or not owner:
+        return False
+    mac = mac.lower()
+    return any(mac_for(name, attempt, owner) == mac for attempt in range(MAC_ATTEMPTS))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from lxcforge.run import run
 
 log = logging.getLogger(__name__)
 
-SUBDIRS = ("bases", "containers", "cache", "locks", "tmp")
+SUBDIRS = ("bases", "containers", "cache", "locks", "tmp", "pending")
 
 
 class StoreState(enum.StrEnum):
@@ -77,6 +77,10 @@ class Store:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def pending(self) -> Path:
+        return self.root / "pending"
+
     def base_path(self, name: str) -> Path:
         return self.bases / name
 
@@ -108,7 +112,7 @@ class Store:
             return StoreStatus(StoreState.DETACHED, None, True, f"pool {self.pool_image} is not mounted")
         return StoreStatus(StoreState.ABSENT, None, False, f"{self.root} does not exist yet")
 
-    def ensure(self) -> Store:
+    def ensure(self, *, clean_tmp: bool = True) -> Store:
         """Make the store usable: attach or create the loop pool as needed, lay out the
         directories, and remove temporary subvolumes left by builds that died."""
         with self._host_lock():
@@ -126,7 +130,8 @@ class Store:
                 self._mount_pool()
             for sub in SUBDIRS:
                 (self.root / sub).mkdir(mode=0o700, exist_ok=True)
-        self.remove_stale_tmp()
+        if clean_tmp:
+            self.remove_stale_tmp()
         return self
 
     def require_ready(self) -> None:
@@ -171,6 +176,25 @@ class Store:
         with _flock(lock_dir / f"lxcforge-store-{digest}.lock", blocking=True):
             yield
 
+    # -- unfinished operations ------------------------------------------------------------
+    # A file pending/NAME exists while a `new` or `destroy` of container NAME is under way
+    # (written under the name's lock, before the first step; removed once that container is
+    # complete or undone). One that outlives its lock's holder marks an operation a killed
+    # lxcforge left half done: the next `new NAME`, `destroy NAME` or `gc` removes every piece
+    # of NAME. Complete containers of a killed batch have no marker and are kept.
+    def mark_pending(self, name: str, operation: str) -> None:
+        self.pending.mkdir(mode=0o700, exist_ok=True)
+        (self.pending / name).write_text(f"{operation} {os.getpid()}\n")
+
+    def clear_pending(self, name: str) -> None:
+        (self.pending / name).unlink(missing_ok=True)
+
+    def is_pending(self, name: str) -> bool:
+        return (self.pending / name).exists()
+
+    def pending_names(self) -> list[str]:
+        return sorted(p.name for p in self.pending.iterdir()) if self.pending.is_dir() else []
+
     # -- locks ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str, *, blocking: bool = True, remove: bool = False) -> Iterator[None]:
@@ -200,23 +224,56 @@ class Store:
         command if this process dies. purpose: letters, digits and '-'."""
         return TmpSubvolume(self, purpose)
 
+    def stale_tmp(self) -> list[Path]:
+        """tmp/ entries whose owner no longer holds their lock (a killed build)."""
+        if not self.tmp.is_dir():
+            return []
+        return [entry for entry in sorted(self.tmp.iterdir())
+                if self.lock_is_stale(self._tmp_lock(entry))]
+
+    def _tmp_lock(self, entry: Path) -> Path:
+        owner = entry.name.split(".")[0]  # "NAME" and its work directory "NAME.work"
+        return self.locks / f"tmp-{owner}.lock"
+
+    def remove_tmp(self, entry: Path) -> bool:
+        """Delete a build's leftover under its lock; False if its owner is alive after all."""
+        lock = self._tmp_lock(entry)
+        try:
+            with _flock(lock, blocking=False):
+                if entry.exists() or entry.is_symlink():
+                    delete_tree(entry)
+            lock.unlink(missing_ok=True)
+        except BlockingIOError:
+            return False
+        return True
+
     def remove_stale_tmp(self) -> list[str]:
         """Delete tmp/ entries whose owner no longer holds their lock (a killed build)."""
-        removed: list[str] = []
-        if not self.tmp.is_dir():
-            return removed
-        for entry in sorted(self.tmp.iterdir()):
-            owner = entry.name.split(".")[0]  # "NAME" and its work directory "NAME.work"
-            try:
-                with _flock(self.locks / f"tmp-{owner}.lock", blocking=False):
-                    delete_tree(entry)
-                    removed.append(entry.name)
-                (self.locks / f"tmp-{owner}.lock").unlink(missing_ok=True)
-            except BlockingIOError:
-                continue
+        removed = [entry.name for entry in self.stale_tmp() if self.remove_tmp(entry)]
         if removed:
             log.info("removed leftovers of interrupted builds: %s", ", ".join(removed))
         return removed
+
+    @staticmethod
+    def lock_is_stale(path: Path) -> bool:
+        """True if nobody holds the lock file (or it is gone)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    @staticmethod
+    def remove_stale_lock(path: Path) -> None:
+        """Remove a lock file nobody holds (taking it first, so a holder is never robbed)."""
+        with contextlib.suppress(BlockingIOError), _flock(path, blocking=False, remove=True):
+            pass
 
 
 class TmpSubvolume:

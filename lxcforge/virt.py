@@ -1,13 +1,16 @@
 """libvirt: the connection, domains, networks, DHCP host entries, leases.
-The only module that imports `libvirt`; everything else sees plain data and LxcforgeErrors."""
+The only module that imports `libvirt` (and its `libvirt_lxc`); everything else sees plain data and LxcforgeErrors."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
 import libvirt
+import libvirt_lxc
 
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
 
@@ -151,6 +154,13 @@ class Virt:
             raise LxcforgeError(f"cannot start network: {_message(exc)}",
                                 hint="is the subnet or bridge name already in use?") from exc
 
+    def start_network(self, name: str) -> None:
+        try:
+            self._net(name).create()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot start network {name!r}: {_message(exc)}",
+                                hint=f"virsh -c {self.uri} net-start {name}") from exc
+
     def redefine_network(self, xml: str) -> None:
         """Replace an existing network's definition and, if it runs, restart it on the new
         one (its bridge goes down and up: attached interfaces are cut off)."""
@@ -261,6 +271,38 @@ class Virt:
             dom.undefine()
         except libvirt.libvirtError as exc:
             raise LxcforgeError(f"cannot undefine {name}: {_message(exc)}") from exc
+
+    def init_namespaces(self, name: str) -> set[int] | None:
+        """The inodes of the namespaces libvirt enters for a running container (its init
+        pid's, through the LXC API that virsh lxc-enter-namespace uses): None when it is not
+        running, an empty set when libvirt has no init pid or a dead one (see
+        ops/repair.py). Compared with the real init's, they also show a stale pid."""
+        dom = self._dom(name)
+        try:
+            if not dom.isActive():
+                return None
+            fds = libvirt_lxc.lxcOpenNamespace(dom, 0)
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if code in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_SYSTEM_ERROR):
+                with contextlib.suppress(libvirt.libvirtError):
+                    if not dom.isActive():
+                        return None  # stopped meanwhile
+                return set()
+            raise LxcforgeError(f"{name}: {_message(exc)}") from exc
+        try:
+            return {os.fstat(fd).st_ino for fd in fds}
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def inactive_xml(self, name: str) -> str:
+        """The persistent definition (what the next start uses)."""
+        return str(self._dom(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    def domain_names(self) -> list[str]:
+        """Names of every defined domain: one call, no XML."""
+        return sorted(dom.name() for dom in self.conn.listAllDomains(0))
 
     def state(self, name: str) -> str:
         state, _reason = self._dom(name).state()

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from lxcforge import dhcp, network
+from lxcforge import dhcp, faults, network
 from lxcforge.errors import AlreadyExists, CapacityError, HostNotReady, LxcforgeError, NotFound
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -37,12 +37,13 @@ def leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
 
 
 def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | None,
-                   leased: list[str]) -> network.DhcpHost:
+                   leased: list[str], owner: str) -> network.DhcpHost:
     """A MAC and an address for name on plan's network. leased: addresses dnsmasq still
-    leases to MACs without a reservation (see leased_elsewhere)."""
+    leases to MACs without a reservation (see leased_elsewhere). owner: the store's path, in
+    the MAC (see network.mac_for)."""
     # Unique among the network's reservations: every lxcforge container on it has one, and a
     # MAC only has to be unique on its own bridge.
-    mac = network.unique_mac(name, (h.mac for h in plan.hosts))
+    mac = network.unique_mac(name, (h.mac for h in plan.hosts), owner)
     if requested_ip:
         if not plan.in_range(requested_ip):
             ranges = ", ".join(f"{a}-{b}" for a, b in plan.ranges)
@@ -68,8 +69,10 @@ def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]]
                       requested_ip: str | None = None) -> dict[str, Reservation]:
     """Reserve an address for each (name, network) under the one address lock, reading
     each network once: allocation is the serial part of making containers, so it is one
-    short critical section for a whole batch rather than one per container."""
+    short critical section for a whole batch rather than one per container. The caller
+    holds the names' locks and has reclaimed their orphans (reclaim_orphans)."""
     reserved: dict[str, Reservation] = {}
+    owner = str(pool.root)
     with pool.lock(ADDRESS_LOCK):
         plans: dict[str, network.NetworkPlan] = {}
         leased: dict[str, list[str]] = {}
@@ -79,8 +82,9 @@ def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]]
                     plans[net] = network_plan(virt, net)
                     leased[net] = leased_elsewhere(virt, plans[net])
                 plan = plans[net]
-                entry = choose_address(plan, name, requested_ip, leased[net])
+                entry = choose_address(plan, name, requested_ip, leased[net], owner)
                 _reserve(virt, plan, entry)
+                faults.point("new.reserved")
                 plans[net] = replace(plan, hosts=(*plan.hosts, entry))
                 reserved[name] = (entry, plan.gateway)
         except BaseException:
@@ -97,6 +101,7 @@ def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> 
     host_xml = network.dhcp_host_xml(entry)
     if plan.hostsdir:
         virt.add_dhcp_host(plan.name, host_xml, live=False)
+        faults.point("new.hostsfile")
         try:
             dhcp.publish(plan.hostsdir, entry)
         except OSError:
@@ -151,3 +156,24 @@ def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) ->
         for mac in macs:
             dhcp.withdraw(plan.hostsdir, mac)
         dhcp.reload(net)
+
+
+def orphaned_reservations(virt: Virt, owner: str, domains: set[str],
+                          nets: Sequence[str] | None = None) -> dict[str, list[tuple[str, network.DhcpHost]]]:
+    """Reservations this store made (its MACs, see network.owned_by) for names that have no
+    domain, by name: left by a killed `new` or `destroy`. Other stores' and other tools'
+    entries are never among them. One read per network."""
+    found: dict[str, list[tuple[str, network.DhcpHost]]] = {}
+    for net in nets if nets is not None else virt.networks():
+        info = virt.network(net)
+        if info is None:
+            continue
+        for entry in network.parse_network_xml(info.xml).hosts:
+            if entry.name and entry.name not in domains and network.owned_by(entry.mac, entry.name, owner):
+                found.setdefault(entry.name, []).append((net, entry))
+    return found
+
+
+def reservation_holder(plan: network.NetworkPlan, name: str) -> network.DhcpHost | None:
+    """A reservation on plan's network already named name (libvirt refuses a second)."""
+    return next((h for h in plan.hosts if h.name == name), None)

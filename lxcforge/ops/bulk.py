@@ -7,6 +7,7 @@ one poll of the lease table for all of them, not one per container."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -16,10 +17,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lxcforge import domain, interrupts, names, network
+from lxcforge import domain, faults, interrupts, names, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
-from lxcforge.ops import addresses, capacity, tuning
+from lxcforge.ops import addresses, capacity, repair, tuning
 from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
 from lxcforge.virt import ThreadConnections, Virt
@@ -54,6 +55,8 @@ class Outcome:
     seconds: float = 0.0
     container: container_ops.Container | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    hint: str | None = None
+    repaired: int = 0
 
 
 @dataclass
@@ -71,6 +74,11 @@ class Summary:
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
 
+    @property
+    def repaired(self) -> int:
+        """Containers that needed a forced restart before libvirt fully managed them."""
+        return sum(1 for o in self.outcomes if o.repaired)
+
     def percentile(self, q: float) -> float | None:
         return _percentile([o.seconds for o in self.succeeded], q)
 
@@ -83,7 +91,8 @@ class Summary:
             "action": self.action,
             "total": len(self.outcomes),
             "succeeded": len(self.succeeded),
-            "failed": [{"name": o.name, "error": o.error} for o in self.failed],
+            "failed": [{"name": o.name, "error": o.error, "hint": o.hint} for o in self.failed],
+            "repaired": self.repaired,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "p50_seconds": _round(self.percentile(50)),
@@ -135,21 +144,47 @@ def new_many(
     check_capacity: bool = True,
     on_event: Event = lambda _kind, _name: None,
 ) -> Summary:
-    """Create wanted in parallel. Every check that can be made before the first container
-    is made first; then each container either ends up running with its address or leaves
-    nothing behind."""
+    """Create wanted in parallel: the one way containers are made (a batch of one is a
+    batch). Every check that can be made before the first container is made first; then
+    each container either ends up running with its address or leaves nothing behind."""
     started = time.monotonic()
+    options.check()
     nets = list(networks) or [options.network or settings.network]
     pool = Store.from_settings(settings).ensure()
     base = container_ops.resolve_base(settings, pool, options.base)
-    with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
-        existing = {d.name for d in virt.domains()}
-        clash = [n for n in wanted if n in existing or pool.container_path(n).exists()]
+    with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections, \
+            contextlib.ExitStack() as locks:
+        plans = {net: addresses.network_plan(virt, net) for net in nets}
+        # Every name of the batch is locked from here to the end: whatever else exists under
+        # these names and has no domain is a leftover of a killed lxcforge, safe to reclaim.
+        for name in wanted:
+            locks.enter_context(container_ops.name_lock(pool, name))
+        faults.point("new.locked")
+        for name in wanted:
+            if pool.is_pending(name):
+                # A new or destroy of this name was killed half way: finish it off first.
+                log.warning("%s: removing what an interrupted lxcforge left half made", name)
+                container_ops.destroy(settings, name, missing_ok=True, virt=virt, pool=pool, locked=True)
+        existing = set(virt.domain_names())
+        clash = [n for n in wanted if n in existing]
         if clash:
             shown = ", ".join(clash[:5]) + (" ..." if len(clash) > 5 else "")
-            raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}",
+            raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}" if len(wanted) > 1
+                                else f"container {clash[0]} already exists",
                                 hint="choose other names, or destroy them first")
-        plans = {net: addresses.network_plan(virt, net) for net in nets}
+        if _reclaim(virt, pool, settings, wanted, existing):
+            plans = {net: addresses.network_plan(virt, net) for net in nets}
+        foreign = [(n, net) for n in wanted for net, plan in plans.items() if addresses.reservation_holder(plan, n)]
+        if foreign:
+            name, net = foreign[0]
+            raise AlreadyExists(f"network {net} already has a DHCP reservation named {name}, not made by this store",
+                                hint=f"choose another name, or remove it: virsh -c {settings.uri} net-update {net} "
+                                "delete ip-dhcp-host ...")
+        if options.ip:
+            # One container: refuse an address outside the range or taken before any work.
+            plan = plans[nets[0]]
+            addresses.choose_address(plan, wanted[0], options.ip, addresses.leased_elsewhere(virt, plan),
+                                     str(settings.store))
         if check_capacity:
             capacity.require(capacity.check_new(virt, pool, plans, len(wanted), options))
             advice = tuning.slow_boot_advice()
@@ -159,12 +194,38 @@ def new_many(
                 if plan.hostsdir is None and len(wanted) > 1:
                     log.warning("network %s makes each reservation a libvirt live update (~0.3 s, one at a "
                                 "time); 'lxcforge network adopt %s' makes it fast", net, net)
-        creator = container_ops.Creator(settings, pool, virt, base, options, names_checked=True,
-                                        connect=connections.get)
+        creator = container_ops.Creator(settings, pool, virt, base, options, connect=connections.get)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
-        outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
-                                               jobs or default_jobs(), on_event)
+        for name in wanted:
+            pool.mark_pending(name, "new")
+        try:
+            outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
+                                                   jobs or default_jobs(), on_event)
+        finally:
+            # Each container is complete or undone by now (complete ones were cleared as they
+            # finished, so a kill keeps them).
+            for name in wanted:
+                pool.clear_pending(name)
     return Summary("new", outcomes, time.monotonic() - started, interrupted)
+
+
+def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str], existing: set[str]) -> bool:
+    """Remove what a killed lxcforge left under these names (they are locked and have no
+    domain): this store's reservations, hosts files and leases, and the subvolume. True if
+    anything was removed."""
+    wanted_set = set(wanted)
+    orphans = addresses.orphaned_reservations(virt, str(settings.store), existing)
+    drop = [pair for name, pairs in orphans.items() if name in wanted_set for pair in pairs]
+    leftovers = [pool.container_path(n) for n in wanted if pool.container_path(n).exists()]
+    for net in {n for n, _entry in drop}:
+        addresses.drop_addresses(virt, net, [entry for n, entry in drop if n == net])
+    for path in leftovers:
+        store.delete_tree(path)
+    if drop or leftovers:
+        log.warning("reclaimed what an interrupted lxcforge left: %s",
+                    ", ".join([f"reservation {e.name} on {n}" for n, e in drop] + [str(p) for p in leftovers]))
+    faults.point("new.reclaimed")
+    return bool(drop or leftovers)
 
 
 def _run_creations(
@@ -198,10 +259,12 @@ def _run_creations(
                 if unreserved and len(futures) < ahead:
                     chunk, unreserved = unreserved[:ahead - len(futures)], unreserved[ahead - len(futures):]
                     try:
-                        reserved = addresses.reserve_addresses(virt, pool, [(n, assignment[n]) for n in chunk])
+                        reserved = addresses.reserve_addresses(virt, pool, [(n, assignment[n]) for n in chunk],
+                                                               options.ip)
                     except LxcforgeError as exc:
                         for name in chunk + unreserved:
-                            outcomes[name] = Outcome(name, False, f"no address reserved: {exc.message}")
+                            outcomes[name] = Outcome(name, False, f"no address reserved: {exc.message}",
+                                                     hint=exc.hint)
                             on_event("failed", name)
                         unreserved = []
                         continue
@@ -218,7 +281,7 @@ def _run_creations(
                     try:
                         creation = future.result()
                     except Exception as exc:
-                        outcomes[name] = Outcome(name, False, _reason(exc))
+                        outcomes[name] = Outcome(name, False, _reason(exc), hint=_hint(exc))
                         on_event("failed", name)
                         continue
                     on_event("created", name)
@@ -226,10 +289,11 @@ def _run_creations(
                         waiting[name] = creation
                     else:
                         creation.undo.commit()
+                        pool.clear_pending(name)
                         outcomes[name] = _success(creation, None)
                         on_event("done", name)
                 if waiting:
-                    _collect_leases(virt, waiting, outcomes, options, on_event)
+                    _collect_leases(virt, pool, waiting, outcomes, options, on_event)
         except BaseException as exc:
             # Interrupted (or a bug): nothing of this batch that is not finished may stay
             # behind. Queued creations never start (only their reservations exist); running
@@ -255,8 +319,8 @@ def _run_creations(
     return [outcomes[name] for name in wanted], False
 
 
-def _collect_leases(virt: Virt, waiting: dict[str, container_ops.Creation], outcomes: dict[str, Outcome],
-                    options: container_ops.NewOptions, on_event: Event) -> None:
+def _collect_leases(virt: Virt, pool: Store, waiting: dict[str, container_ops.Creation],
+                    outcomes: dict[str, Outcome], options: container_ops.NewOptions, on_event: Event) -> None:
     leased: set[tuple[str, str]] = set()
     for net in {c.net for c in waiting.values()}:
         try:
@@ -267,27 +331,50 @@ def _collect_leases(virt: Virt, waiting: dict[str, container_ops.Creation], outc
     for name, creation in list(waiting.items()):
         assert creation.entry is not None
         if (creation.entry.mac, creation.entry.ip) in leased:
-            creation.timed("lease", creation.started_at + sum(creation.phases.values()))
-            creation.undo.commit()
-            outcomes[name] = _success(creation, True)
             del waiting[name]
+            creation.timed("lease", creation.started_at + sum(creation.phases.values()))
+            try:
+                # It has booted far enough to ask for its address: libvirt has had its init
+                # event long since, or lost it for good (repair.py).
+                t = time.monotonic()
+                creation.repaired += repair.ensure_managed(virt, name, settle=0.0)
+                creation.timed("managed", t)
+            except LxcforgeError as exc:
+                creation.undo.rollback()
+                outcomes[name] = Outcome(name, False, exc.message, now - creation.started_at,
+                                         phases=creation.phases, hint=exc.hint)
+                on_event("failed", name)
+                continue
+            creation.undo.commit()
+            pool.clear_pending(name)
+            faults.point("new.leased")
+            outcomes[name] = _success(creation, True)
             on_event("addressed", name)
         elif now - creation.started_at > options.timeout:
             del waiting[name]
             reason = f"no lease for {creation.entry.ip} within {options.timeout:.0f} s"
+            hint = ("check the base boots ('lxcforge new --keep-failed', then 'lxcforge console NAME'), "
+                    "or raise --timeout")
             if options.keep_failed:
                 creation.undo.commit()
+                pool.clear_pending(name)
                 reason += " (kept: --keep-failed)"
             else:
                 creation.undo.rollback()
-            outcomes[name] = Outcome(name, False, reason, now - creation.started_at, phases=creation.phases)
+                reason += "; removed it"
+            outcomes[name] = Outcome(name, False, reason, now - creation.started_at, phases=creation.phases,
+                                     hint=hint)
             on_event("failed", name)
 
 
 def _success(creation: container_ops.Creation, leased: bool | None) -> Outcome:
     state = "running" if creation.spec is not None and creation.phases.get("start") is not None else "shut off"
     return Outcome(creation.name, True, None, time.monotonic() - creation.started_at,
-                   creation.result(state, leased), dict(creation.phases))
+                   creation.result(state, leased), dict(creation.phases), repaired=creation.repaired)
+
+
+def _hint(exc: BaseException) -> str | None:
+    return exc.hint if isinstance(exc, LxcforgeError) else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -306,8 +393,12 @@ def resolve(settings: Settings, patterns: Sequence[str], *, all_: bool) -> list[
             meta = domain.read_metadata(dom.xml)
             if meta is not None and meta.store == str(settings.store):
                 mine.append(dom.name)
+        # Half-made containers count too: a subvolume or a reservation without a domain.
+        half_made: set[str] = set()
+        if all_ or any(any(ch in p for ch in "*?[") for p in patterns):
+            half_made = set(addresses.orphaned_reservations(virt, str(settings.store), set(virt.domain_names())))
     on_disk = sorted(p.name for p in (settings.store / "containers").glob("*")) if all_ or patterns else []
-    known = sorted(set(mine) | set(on_disk))
+    known = sorted(set(mine) | set(on_disk) | half_made)
     if all_:
         return known
     result: list[str] = []
@@ -328,12 +419,14 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
     def one(name: str) -> Outcome:
         t = time.monotonic()
         try:
-            fn(name)
+            result = fn(name)
         except Exception as exc:
             on_event("failed", name)
-            return Outcome(name, False, _reason(exc), time.monotonic() - t)
+            return Outcome(name, False, _reason(exc), time.monotonic() - t, hint=_hint(exc))
         on_event("done", name)
-        return Outcome(name, True, None, time.monotonic() - t)
+        made = result if isinstance(result, container_ops.Container) else None
+        return Outcome(name, True, None, time.monotonic() - t, container=made,
+                       repaired=made.repaired if made else 0)
 
     with ThreadPoolExecutor(max_workers=jobs or default_jobs(), thread_name_prefix=f"lxcforge-{action}") as ex:
         for outcome in ex.map(one, targets):
@@ -349,10 +442,11 @@ def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool
     deferred: list[tuple[str, network.DhcpHost]] = []
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
         listed = {d.name: d for d in virt.domains()}
+        orphans = addresses.orphaned_reservations(virt, str(settings.store), set(listed))
         summary = each("destroy", targets,
                        lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok,
                                                           virt=connections.get(), pool=pool, deferred=deferred,
-                                                          listed=listed),
+                                                          listed=listed, orphans=orphans),
                        jobs=jobs or destroy_jobs(), on_event=on_event)
         by_network: dict[str, list[network.DhcpHost]] = {}
         for net, entry in deferred:

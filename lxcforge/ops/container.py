@@ -7,6 +7,7 @@ and undoes all of them if a later one fails."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -18,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lxcforge import cgroups, domain, host, interrupts, names, network, store
+from lxcforge import cgroups, domain, faults, host, names, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
-from lxcforge.ops import addresses
+from lxcforge.ops import addresses, repair
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store, StoreState
 from lxcforge.undo import Undo
@@ -47,6 +48,22 @@ class NewOptions:
     timeout: float = 60.0
     keep_failed: bool = False
     static_ip: bool = False  # write the address into the guest too: no DHCP round trip at boot
+    autostart: bool = False  # start at boot (lxcforge boot)
+
+    @property
+    def memory_bytes(self) -> int:
+        return domain.parse_size(self.memory)
+
+    def check(self) -> None:
+        """Every option that can be wrong, refused before any step runs."""
+        try:
+            domain.parse_size(self.memory)
+        except ValueError as exc:
+            raise LxcforgeError(str(exc), hint="e.g. --memory 512M") from exc
+        if self.cpus is not None and self.cpus <= 0:
+            raise LxcforgeError(f"--cpus must be positive, not {self.cpus}", hint="e.g. --cpus 1.5")
+        if self.timeout <= 0:
+            raise LxcforgeError(f"--timeout must be positive, not {self.timeout}", hint="e.g. --timeout 60")
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,10 @@ class Container:
     path: str | None
     leased: bool | None = None
     exclusive_bytes: int | None = None
+    autostart: bool = False
+    # False: running, but libvirt lost its init pid (see repair.py); None when not running.
+    init_pid_known: bool | None = None
+    repaired: int = 0  # forced restarts this command needed to get it fully managed
 
 
 @dataclass(frozen=True)
@@ -96,35 +117,41 @@ def init_for(rootfs: Path) -> str:
 
 def _spec(settings: Settings, pool: Store, name: str, base: str, net: str, host_entry: network.DhcpHost,
           options: NewOptions, init: str) -> domain.ContainerSpec:
-    try:
-        memory = domain.parse_size(options.memory)
-    except ValueError as exc:
-        raise LxcforgeError(str(exc), hint="e.g. --memory 512M") from exc
-    if options.cpus is not None and options.cpus <= 0:
-        raise LxcforgeError(f"--cpus must be positive, not {options.cpus}", hint="e.g. --cpus 1.5")
     return domain.ContainerSpec(
         name=name, uuid=str(uuid.uuid4()), rootfs=pool.container_path(name), network=net,
-        mac=host_entry.mac, memory_bytes=memory, cpus=options.cpus, base=base,
+        mac=host_entry.mac, memory_bytes=options.memory_bytes, cpus=options.cpus, base=base,
         created=datetime.now(UTC).isoformat(timespec="seconds"), store=str(settings.store), ip=host_entry.ip,
-        init=init,
+        init=init, autostart=options.autostart,
     )
 
 
-def plan(settings: Settings, name: str, options: NewOptions) -> Plan:
-    """What `new` would do (domain XML and address), touching nothing: for --dry-run."""
-    names.validate_container_name(name)
+def plan_many(settings: Settings, wanted: Sequence[str], options: NewOptions,
+              networks: Sequence[str] = ()) -> list[Plan]:
+    """What `new` would do (domain XML and address of each), touching nothing: for --dry-run.
+    Addresses are planned as a batch would reserve them: distinct, spread over the networks."""
+    options.check()
+    for name in wanted:
+        names.validate_container_name(name)
     pool = Store.from_settings(settings)
     if pool.status().state is not StoreState.READY:
         raise HostNotReady(f"store {settings.store} is not attached", hint="run 'lxcforge store attach'")
     base = resolve_base(settings, pool, options.base)
-    net = options.network or settings.network
+    nets = list(networks) or [options.network or settings.network]
+    init = init_for(pool.base_path(base))
+    plans = []
     with Virt(settings.uri) as virt:
-        if virt.domain_exists(name):
-            raise AlreadyExists(f"container {name} already exists", hint="choose another name")
-        net_plan = addresses.network_plan(virt, net)
-        entry = addresses.choose_address(net_plan, name, options.ip, addresses.leased_elsewhere(virt, net_plan))
-    spec = _spec(settings, pool, name, base, net, entry, options, init_for(pool.base_path(base)))
-    return Plan(spec=spec, xml=domain.domain_xml(spec), host=entry)
+        existing = set(virt.domain_names())
+        net_plans = {net: addresses.network_plan(virt, net) for net in nets}
+        leased = {net: addresses.leased_elsewhere(virt, plan) for net, plan in net_plans.items()}
+        for i, name in enumerate(wanted):
+            if name in existing:
+                raise AlreadyExists(f"container {name} already exists", hint="choose another name")
+            net = nets[i % len(nets)]
+            entry = addresses.choose_address(net_plans[net], name, options.ip, leased[net], str(settings.store))
+            net_plans[net] = dataclasses.replace(net_plans[net], hosts=(*net_plans[net].hosts, entry))
+            spec = _spec(settings, pool, name, base, net, entry, options, init)
+            plans.append(Plan(spec=spec, xml=domain.domain_xml(spec), host=entry))
+    return plans
 
 
 @dataclass
@@ -139,6 +166,7 @@ class Creation:
     undo: Undo = field(default_factory=Undo)
     phases: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
+    repaired: int = 0
 
     def timed(self, phase: str, started: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + time.monotonic() - started
@@ -147,16 +175,17 @@ class Creation:
         assert self.entry is not None and self.spec is not None
         return Container(name=self.name, state=state, ipv4=self.entry.ip, mac=self.entry.mac,
                          network=self.net, base=self.spec.base, memory_bytes=self.spec.memory_bytes,
-                         created=self.spec.created, path=str(self.spec.rootfs), leased=leased)
+                         created=self.spec.created, path=str(self.spec.rootfs), leased=leased,
+                         autostart=self.spec.autostart, init_pid_known=True if state == "running" else None,
+                         repaired=self.repaired)
 
 
 class Creator:
-    """Makes containers from one base with one set of options; safe to call from threads
-    (per-name locks, one lock around address allocation)."""
+    """Makes containers from one base with one set of options; safe to call from threads.
+    The batch (ops/bulk.py) holds every name's lock and has reserved the addresses."""
 
     def __init__(self, settings: Settings, pool: Store, virt: Virt, base: str, options: NewOptions,
-                 names_checked: bool = False, connect: Callable[[], Virt] | None = None) -> None:
-        self.names_checked = names_checked
+                 connect: Callable[[], Virt] | None = None) -> None:
         # Workers of a batch each use their own connection (see virt.ThreadConnections).
         self.connect = connect or (lambda: virt)
         self.settings = settings
@@ -168,18 +197,14 @@ class Creator:
         self.init = init_for(pool.base_path(base))
 
     def create(self, name: str, net: str,
-               reserved: tuple[network.DhcpHost, ipaddress.IPv4Interface | None] | None = None) -> Creation:
-        """Snapshot, fix-ups, address (unless reserved already), domain, start; no waiting.
-        On failure every step is undone (a given reservation too) and the error raised; on
-        success the caller owns creation.undo."""
-        creation = Creation(name=name, net=net, entry=reserved[0] if reserved else None,
-                            gateway=reserved[1] if reserved else None)
-        if reserved is not None:
-            entry = reserved[0]
-            creation.undo.push(f"DHCP host {entry.ip}", lambda: addresses.drop_address(self.virt, net, entry))
+               reserved: tuple[network.DhcpHost, ipaddress.IPv4Interface | None]) -> Creation:
+        """Snapshot, fix-ups, domain, start; no waiting. On failure every step is undone (the
+        given reservation too) and the error raised; on success the caller owns creation.undo."""
+        entry, gateway = reserved
+        creation = Creation(name=name, net=net, entry=entry, gateway=gateway)
+        creation.undo.push(f"DHCP host {entry.ip}", lambda: addresses.drop_address(self.virt, net, entry))
         try:
-            with _name_lock(self.pool, name):
-                self._create(creation)
+            self._create(creation)
         except BaseException:
             creation.undo.rollback()
             raise
@@ -187,20 +212,12 @@ class Creator:
 
     def _create(self, c: Creation) -> None:
         virt, pool, name = self.connect(), self.pool, c.name
-        t = time.monotonic()
-        # A batch checked every name against libvirt already (one listing); defining a name
-        # that appeared since then still fails in libvirt, and is undone.
-        if not self.names_checked and virt.domain_exists(name):
-            raise AlreadyExists(f"container {name} already exists", hint="choose another name, or destroy it first")
+        assert c.entry is not None
         rootfs = pool.container_path(name)
-        if rootfs.exists():
-            raise AlreadyExists(f"{rootfs} exists without a container",
-                                hint=f"remove it with 'lxcforge destroy --missing-ok {name}'")
-        c.timed("check", t)
-
         t = time.monotonic()
         store.snapshot(pool.base_path(self.base), rootfs)
         c.undo.push(f"snapshot {rootfs}", lambda: store.delete_tree(rootfs))
+        faults.point("new.snapshot")
         c.timed("snapshot", t)
 
         t = time.monotonic()
@@ -211,31 +228,30 @@ class Creator:
             fixups.ssh_authorized_key(rootfs, self.options.ssh_key)
         if self.init == cgroups.WRAPPER_PATH:
             fixups.install_init_wrapper(rootfs, cgroups.WRAPPER_PATH, cgroups.WRAPPER)
-        c.timed("fixups", t)
-
-        t = time.monotonic()
-        if c.entry is None:
-            reserved = addresses.reserve_addresses(virt, pool, [(name, c.net)], self.options.ip)
-            entry = reserved[name][0]
-            c.entry = entry
-            c.undo.push(f"DHCP host {entry.ip}", lambda: addresses.drop_address(virt, c.net, entry))
-            c.gateway = reserved[name][1]
         if self.options.static_ip and c.gateway is not None:
             fixups.static_address_on_eth0(rootfs, c.entry.ip, c.gateway.network.prefixlen, str(c.gateway.ip))
-        c.timed("address", t)
+        faults.point("new.fixups")
+        c.timed("fixups", t)
 
         t = time.monotonic()
         spec = _spec(self.settings, pool, name, self.base, c.net, c.entry, self.options, self.init)
         c.spec = spec
         virt.define_domain(domain.domain_xml(spec))
         c.undo.push(f"domain {name}", lambda: _undefine(virt, name, spec.uuid))
+        faults.point("new.defined")
         c.timed("define", t)
 
         if self.options.start:
             t = time.monotonic()
             virt.start(name)
             c.undo.push(f"running {name}", lambda: _kill(virt, name))
+            faults.point("new.started")
             c.timed("start", t)
+            if not self.options.wait:
+                # Nobody waits for its address: confirm libvirt manages it now.
+                t = time.monotonic()
+                c.repaired += repair.ensure_managed(virt, name)
+                c.timed("managed", t)
 
 
 def _kill(virt: Virt, name: str) -> None:
@@ -253,55 +269,21 @@ def _kill(virt: Virt, name: str) -> None:
 def _undefine(virt: Virt, name: str, uuid: str) -> None:
     virt.undefine(name)
     cgroups.remove_group(uuid)
-    # libvirt leaves NAME.dev, NAME.devpts and NAME.fuse (empty directories) and NAME.sock
-    # behind for every container it ever ran; thousands accumulate under churn.
+    remove_run_leftovers(name)
+
+
+def remove_run_leftovers(name: str) -> list[str]:
+    """libvirt leaves NAME.dev, NAME.devpts and NAME.fuse (empty directories) and NAME.sock
+    behind for every container it ever ran; thousands accumulate under churn."""
+    removed = []
     for suffix in (".dev", ".devpts", ".fuse"):
         with contextlib.suppress(OSError):
             (host.LIBVIRT_LXC_STATE / f"{name}{suffix}").rmdir()
+            removed.append(f"{name}{suffix}")
     with contextlib.suppress(OSError):
         (host.LIBVIRT_LXC_STATE / f"{name}.sock").unlink()
-
-
-def new(settings: Settings, name: str, options: NewOptions,
-        progress: Callable[[str], None] = lambda _: None) -> Container:
-    """Make one container; on any failure, undo every step already done."""
-    names.validate_container_name(name)
-    pool = Store.from_settings(settings).ensure()
-    base = resolve_base(settings, pool, options.base)
-    net = options.network or settings.network
-    with Virt(settings.uri) as virt:
-        addresses.network_plan(virt, net)  # fail early, before any work, if the network is missing
-        progress(f"{name}: creating from {base}")
-        # Ctrl-C is taken only where the undo record is complete: while waiting, or after.
-        with interrupts.deferred() as interrupt:
-            creation = Creator(settings, pool, virt, base, options).create(name, net)
-            leased = _wait_or_undo(virt, net, creation, options, progress, interrupt.check)
-    return creation.result("running" if options.start else "shut off", leased)
-
-
-def _wait_or_undo(virt: Virt, net: str, creation: Creation, options: NewOptions,
-                  progress: Callable[[str], None], check_interrupt: Callable[[], None]) -> bool | None:
-    """Wait for the new container's lease (if asked to); undo the whole creation unless it
-    came, or --keep-failed says keep it anyway."""
-    assert creation.entry is not None
-    name, leased = creation.name, None
-    try:
-        check_interrupt()
-        if options.start and options.wait:
-            progress(f"{name}: waiting for {creation.entry.ip}")
-            leased = wait_for_lease(virt, net, creation.entry, options.timeout, check_interrupt)
-            if not leased:
-                message = f"{name} did not take its address {creation.entry.ip} within {options.timeout:.0f} s"
-                if not options.keep_failed:
-                    raise LxcforgeError(message + "; removed it",
-                                        hint="check the base boots ('lxcforge new --keep-failed', then "
-                                        "'lxcforge console NAME'), or raise --timeout")
-                log.warning("%s; kept it (--keep-failed)", message)
-    except BaseException:
-        creation.undo.rollback()
-        raise
-    creation.undo.commit()
-    return leased
+        removed.append(f"{name}.sock")
+    return removed
 
 
 def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float,
@@ -316,27 +298,37 @@ def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float
         check_interrupt()
 
 
-def _name_lock(pool: Store, name: str) -> contextlib.AbstractContextManager[None]:
-    """The per-name lock: one lxcforge at a time changes a given container."""
+def name_lock(pool: Store, name: str) -> contextlib.AbstractContextManager[None]:
+    """The per-name lock: one lxcforge at a time changes a given container. Its file goes
+    with the release; one left by a killed lxcforge is reused by the next, or removed by gc."""
     return pool.claim(f"container-{name}", f"another lxcforge is changing container {name}")
 
 
-def _container(info: DomainInfo, meta: domain.Metadata, settings: Settings,
+def _container(virt: Virt, info: DomainInfo, meta: domain.Metadata, settings: Settings,
                leased: bool | None = None) -> Container:
+    known = None
+    if info.state == "running":
+        with contextlib.suppress(NotFound):
+            known = repair.is_managed(virt, info.name)
     return Container(
         name=info.name, state=info.state, ipv4=meta.ip, mac=meta.mac, network=meta.network, base=meta.base,
         memory_bytes=domain.memory_limit_bytes(info.xml), created=meta.created,
-        path=str(settings.store / "containers" / info.name), leased=leased,
+        path=str(settings.store / "containers" / info.name), leased=leased, autostart=meta.autostart,
+        init_pid_known=known,
     )
+
+
+def _mine(settings: Settings, info: DomainInfo) -> domain.Metadata:
+    meta = domain.read_metadata(info.xml)
+    if meta is None or meta.store != str(settings.store):
+        raise NotFound(f"{info.name} is not an lxcforge container of store {settings.store}",
+                       hint="see 'lxcforge list'")
+    return meta
 
 
 def _describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
     info = virt.domain(dom_name)
-    meta = domain.read_metadata(info.xml)
-    if meta is None or meta.store != str(settings.store):
-        raise NotFound(f"{dom_name} is not an lxcforge container of store {settings.store}",
-                       hint="see 'lxcforge list'")
-    return _container(info, meta, settings)
+    return _container(virt, info, _mine(settings, info), settings)
 
 
 def list_containers(settings: Settings) -> list[Container]:
@@ -354,7 +346,7 @@ def list_containers(settings: Settings) -> list[Container]:
                 except LxcforgeError:
                     leases[net] = set()
             leased = (meta.mac, meta.ip) in leases[net] if meta.mac and meta.ip else None
-            result.append(_container(dom, meta, settings, leased))
+            result.append(_container(virt, dom, meta, settings, leased))
     return result
 
 
@@ -364,22 +356,35 @@ def info(settings: Settings, name: str) -> tuple[Container, str]:
         container = _describe(virt, settings, name)
         xml = virt.domain(name).xml
     exclusive = store.exclusive_bytes(Path(container.path)) if container.path else None
-    return Container(**{**container.__dict__, "exclusive_bytes": exclusive}), xml
+    return dataclasses.replace(container, exclusive_bytes=exclusive), xml
 
 
-def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 60.0) -> Container:
+def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 60.0,
+          virt: Virt | None = None) -> Container:
+    """Start a stopped container (or repair a running one libvirt lost track of), wait for
+    its address, and confirm libvirt fully manages it."""
     names.validate_container_name(name)
     Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
-    with Virt(settings.uri) as virt:
+    with contextlib.ExitStack() as stack:
+        if virt is None:
+            virt = stack.enter_context(Virt(settings.uri))
         container = _describe(virt, settings, name)
+        repaired = 0
         if not virt.is_active(name):
             virt.start(name)
+        elif container.init_pid_known is False:
+            repair.repair(virt, name)
+            repaired = 1
+        leased = None
         if wait and container.mac and container.ipv4 and container.network:
             entry = network.DhcpHost(container.mac, container.ipv4, name)
             if not wait_for_lease(virt, container.network, entry, timeout):
                 raise LxcforgeError(f"{name} started but did not take {container.ipv4} within {timeout:.0f} s",
                                     hint=f"look at its console: lxcforge console {name}")
-        return _describe(virt, settings, name)
+            leased = True
+        repaired += repair.ensure_managed(virt, name, settle=0.0 if leased else repair.SETTLE_SECONDS)
+        return dataclasses.replace(_describe(virt, settings, name), repaired=repaired,
+                                   leased=leased if leased else None)
 
 
 def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
@@ -387,7 +392,8 @@ def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
         _describe(virt, settings, name)
-        if not virt.is_active(name):
+        known = repair.is_managed(virt, name)
+        if known is None:
             return
         pid = host.lxc_init_pid(name)
         if pid is not None:
@@ -398,6 +404,15 @@ def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
         else:
             virt.shutdown(name)
         deadline = time.monotonic() + timeout
+        if known is False:
+            # libvirt lost this container's monitor (repair.py): it would never see it stop.
+            # Watch init itself, then let libvirt clean up.
+            while pid is not None and host.process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid is not None and host.process_alive(pid):
+                log.warning("%s did not stop within %.0f s; forcing it off", name, timeout)
+            virt.destroy(name)
+            return
         while virt.is_active(name) and time.monotonic() < deadline:
             time.sleep(0.1)
         if virt.is_active(name):
@@ -410,47 +425,75 @@ def restart(settings: Settings, name: str, *, timeout: float = 30.0, wait: bool 
     return start(settings, name, wait=wait)
 
 
+def set_autostart(settings: Settings, name: str, on: bool) -> Container:
+    """Mark a container to start at boot (lxcforge boot), or clear the mark."""
+    names.validate_container_name(name)
+    with Virt(settings.uri) as virt:
+        _describe(virt, settings, name)
+        virt.define_domain(domain.with_autostart(virt.inactive_xml(name), on))
+        return _describe(virt, settings, name)
+
+
 def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Virt | None = None,
             pool: Store | None = None,
             deferred: list[tuple[str, network.DhcpHost]] | None = None,
-            listed: Mapping[str, DomainInfo] | None = None) -> bool:
+            listed: Mapping[str, DomainInfo] | None = None,
+            orphans: Mapping[str, Sequence[tuple[str, network.DhcpHost]]] | None = None,
+            locked: bool = False) -> bool:
     """Stop at once, undefine, drop the DHCP reservation (and dnsmasq's lease), delete the
-    subvolume. Also clears a half-made container. Returns False if there was nothing.
+    subvolume: every piece of the name that exists, also of a half-made container (a
+    reservation of this store for the name without a domain, a subvolume alone). Returns
+    False if there was nothing.
     deferred: collect (network, reservation) here instead of dropping them, for a batch to
     drop together (drop_addresses). listed: a batch's one listing of the domains, instead of
-    two lookups per container."""
+    two lookups per container. orphans: a batch's reservations without a domain, by name
+    (else the networks are read here). locked: the caller holds the name's lock."""
     names.validate_container_name(name)
     pool = pool or Store.from_settings(settings).ensure()
     rootfs = pool.container_path(name)
+    owner = str(settings.store)
     with contextlib.ExitStack() as stack:
         if virt is None:
             virt = stack.enter_context(Virt(settings.uri))
-        stack.enter_context(_name_lock(pool, name))
+        if not locked:
+            stack.enter_context(name_lock(pool, name))
+        pool.mark_pending(name, "destroy")
         found = False
         dom = (listed.get(name) if listed is not None
                else virt.domain(name) if virt.domain_exists(name) else None)
+        drop: list[tuple[str, network.DhcpHost]] = []
         if dom is not None:
-            meta = domain.read_metadata(dom.xml)
-            if meta is None or meta.store != str(settings.store):
-                raise NotFound(f"{name} is not an lxcforge container of store {settings.store}",
-                               hint="remove it with virsh if you mean to")
+            meta = _mine(settings, dom)
             try:
                 _kill(virt, name)
+                faults.point("destroy.killed")
                 _undefine(virt, name, dom.uuid)
+                faults.point("destroy.undefined")
                 found = True
             except NotFound:
                 if listed is None:
                     raise
                 # Destroyed by someone else since the listing, address and all.
             if found and meta.network and meta.mac and meta.ip:
-                entry = network.DhcpHost(meta.mac, meta.ip, name)
-                if deferred is not None:
-                    deferred.append((meta.network, entry))
-                else:
-                    addresses.drop_addresses(virt, meta.network, [entry])
+                drop.append((meta.network, network.DhcpHost(meta.mac, meta.ip, name)))
+        else:
+            # Half-made or half-destroyed: this store's reservations of the name, if any.
+            known = orphans.get(name, ()) if orphans is not None else addresses.orphaned_reservations(
+                virt, owner, set(virt.domain_names())).get(name, ())
+            drop += list(known)
+            found = found or bool(known)
+        if drop:
+            if deferred is not None:
+                deferred.extend(drop)
+            else:
+                for net in {n for n, _entry in drop}:
+                    addresses.drop_addresses(virt, net, [entry for n, entry in drop if n == net])
+            faults.point("destroy.released")
         if rootfs.exists():
             found = True
             store.delete_tree(rootfs)
+            faults.point("destroy.deleted")
+        pool.clear_pending(name)
     if not found and not missing_ok:
         raise NotFound(f"container {name} does not exist", hint="see 'lxcforge list' (or pass --missing-ok)")
     return found

@@ -85,4 +85,4 @@ def test_summary_percentiles() -> None:
     summary = bulk.Summary("new", outcomes, 12.0)
     assert abs((summary.percentile(50) or 0) - 5.05) < 0.1
     assert abs((summary.percentile(95) or 0) - 9.5) < 0.1
-    assert summary.as_dict()["failed"] == [{"name": "bad", "error": "boom"}]
+    assert summary.as_dict()["failed"] == [{"name": "bad", "error": "boom", "hint": None}]

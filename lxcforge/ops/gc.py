@@ -1,0 +1,217 @@
+"""`lxcforge gc`: the reconciler. Finds what interrupted commands left behind and removes it.
+
+A container's state lives in several places; each piece can be traced to its container and
+to this store, so gc tells "mine and orphaned" from "someone else's":
+  - the domain: lxcforge's metadata names the store;
+  - the subvolume: under this store's containers/;
+  - the DHCP reservation, the file in dnsmasq's hosts directory and the lease: their MAC is
+    derived from this store's path and the container's name (network.owned_by);
+  - lock files and build leftovers: under this store's locks/ and tmp/;
+  - libvirt's NAME.* files in /run/libvirt/lxc: only for names no domain has.
+A name some lxcforge is working on holds its lock: gc leaves it alone."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+
+from lxcforge import cgroups, dhcp, domain, host, network, store
+from lxcforge.config import Settings
+from lxcforge.errors import HostNotReady, InUse, LxcforgeError
+from lxcforge.ops import addresses, repair
+from lxcforge.ops import container as container_ops
+from lxcforge.store import Store, StoreState
+from lxcforge.virt import DomainInfo, Virt
+
+log = logging.getLogger(__name__)
+
+RUN_SUFFIXES = (".dev", ".devpts", ".fuse", ".sock")
+PER_NAME_LOCKS = ("container-", "base-", "tmp-")
+
+
+@dataclass(frozen=True)
+class Item:
+    # unfinished | domain | subvolume | reservation | hostsfile | lease | lock | tmp | rundir | cgroup | unmanaged
+    kind: str
+    what: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    dry_run: bool
+    items: list[Item] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def by_kind(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item.kind] = counts.get(item.kind, 0) + 1
+        return counts
+
+
+class _Sweep:
+    def __init__(self, settings: Settings, pool: Store, virt: Virt, dry_run: bool) -> None:
+        self.settings, self.pool, self.virt = settings, pool, virt
+        self.owner = str(settings.store)
+        self.report = Report(dry_run=dry_run)
+
+    def found(self, item: Item, fix: Callable[[], object], lock_name: str | None = None) -> None:
+        """Record an orphan and, unless this is a dry run, remove it (under the name's lock
+        when it belongs to a container name: skipped if some lxcforge holds it)."""
+        if self.report.dry_run:
+            self.report.items.append(item)
+            return
+        try:
+            if lock_name is not None:
+                with container_ops.name_lock(self.pool, lock_name):
+                    fix()
+            else:
+                fix()
+        except InUse:
+            log.info("skipped %s %s: in use", item.kind, item.what)
+            return
+        except (LxcforgeError, OSError) as exc:
+            self.report.errors.append(f"{item.kind} {item.what}: {exc}")
+            return
+        self.report.items.append(item)
+
+
+def collect(settings: Settings, *, dry_run: bool = False) -> Report:
+    """Find every orphan of this store and, unless dry_run, remove it (and repair running
+    containers libvirt lost the init pid of)."""
+    started = time.monotonic()
+    pool = Store.from_settings(settings)
+    if dry_run:
+        if pool.status().state is not StoreState.READY:
+            raise HostNotReady(f"store {settings.store} is not attached",
+                               hint="run 'lxcforge store attach' (or gc without --dry-run, which attaches it)")
+    else:
+        pool.ensure(clean_tmp=False)
+    with Virt(settings.uri) as virt:
+        sweep = _Sweep(settings, pool, virt, dry_run)
+        unfinished = _unfinished(sweep)
+        domains = [d for d in virt.domains() if d.name not in unfinished]
+        defined = {d.name for d in domains}
+        mine = {}
+        for dom in domains:
+            meta = domain.read_metadata(dom.xml)
+            if meta is not None and meta.store == sweep.owner:
+                mine[dom.name] = (dom, meta)
+        _domains_without_subvolume(sweep, mine)
+        _subvolumes_without_domain(sweep, set(mine) | unfinished)
+        _reservations(sweep, set(mine) | unfinished)
+        _unmanaged(sweep, mine)
+        _run_leftovers(sweep, defined)
+        if not dry_run:
+            live = {d.uuid for d in virt.domains()}
+            for group in cgroups.stale_groups(lambda: live):
+                sweep.found(Item("cgroup", str(group)), partial(cgroups.remove_tree, group))
+    _locks_and_tmp(sweep)
+    sweep.report.seconds = time.monotonic() - started
+    return sweep.report
+
+
+def _unfinished(sweep: _Sweep) -> set[str]:
+    """Names a killed `new` or `destroy` left half done (store.mark_pending): every piece goes."""
+    names = set(sweep.pool.pending_names())
+    for name in sorted(names):
+        sweep.found(Item("unfinished", name, "a new or destroy was killed half way"),
+                    partial(container_ops.destroy, sweep.settings, name, missing_ok=True, virt=sweep.virt,
+                            pool=sweep.pool, locked=True),
+                    lock_name=name)
+    return names
+
+
+def _domains_without_subvolume(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metadata]]) -> None:
+    for name in sorted(mine):
+        if not sweep.pool.container_path(name).exists():
+            sweep.found(Item("domain", name, "its subvolume is gone"),
+                        partial(_destroy_domain, sweep, name), lock_name=None)
+
+
+def _destroy_domain(sweep: _Sweep, name: str) -> None:
+    container_ops.destroy(sweep.settings, name, missing_ok=True, virt=sweep.virt, pool=sweep.pool)
+
+
+def _subvolumes_without_domain(sweep: _Sweep, mine: set[str]) -> None:
+    if not sweep.pool.containers.is_dir():
+        return
+    for path in sorted(sweep.pool.containers.iterdir()):
+        if path.name not in mine:
+            sweep.found(Item("subvolume", str(path), "no domain"), partial(store.delete_tree, path),
+                        lock_name=path.name)
+
+
+def _reservations(sweep: _Sweep, mine: set[str]) -> None:
+    """This store's reservations, hosts files and leases whose container is gone."""
+    for net in sweep.virt.networks():
+        info = sweep.virt.network(net)
+        if info is None:
+            continue
+        plan = network.parse_network_xml(info.xml)
+        orphans = [h for h in plan.hosts
+                   if h.name and h.name not in mine and network.owned_by(h.mac, h.name, sweep.owner)]
+        for entry in orphans:
+            sweep.found(Item("reservation", f"{entry.name} {entry.ip} on {net}", entry.mac),
+                        partial(addresses.drop_addresses, sweep.virt, net, [entry]), lock_name=entry.name)
+        reserved = {h.mac for h in plan.hosts} - {e.mac for e in orphans}
+        if plan.hostsdir:
+            for mac, name in dhcp.published(plan.hostsdir):
+                if mac not in reserved and name and network.owned_by(mac, name, sweep.owner):
+                    sweep.found(Item("hostsfile", f"{name} on {net}", mac),
+                                partial(_withdraw, plan.hostsdir, mac, net))
+        if info.active and info.bridge:
+            for lease in sweep.virt.leases(net):
+                name = lease.hostname
+                if (lease.mac not in reserved and name and name not in mine
+                        and network.owned_by(lease.mac, name, sweep.owner)):
+                    sweep.found(Item("lease", f"{name} {lease.ip} on {net}", lease.mac),
+                                partial(dhcp.release_lease, info.bridge, network.DhcpHost(lease.mac, lease.ip),
+                                        lease.client_id))
+
+
+def _withdraw(hostsdir: str, mac: str, net: str) -> None:
+    dhcp.withdraw(hostsdir, mac)
+    dhcp.reload(net)
+
+
+def _unmanaged(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metadata]]) -> None:
+    for name in sorted(mine):
+        if repair.is_managed(sweep.virt, name) is False:
+            sweep.found(Item("unmanaged", name, repair.UNMANAGED), partial(repair.repair, sweep.virt, name),
+                        lock_name=name)
+
+
+def _run_leftovers(sweep: _Sweep, defined: set[str]) -> None:
+    """libvirt's NAME.dev/.devpts/.fuse/.sock for names that no domain has any more."""
+    try:
+        entries = list(host.LIBVIRT_LXC_STATE.iterdir())
+    except OSError:
+        return
+    leftover: set[str] = set()
+    for entry in entries:
+        for suffix in RUN_SUFFIXES:
+            if entry.name.endswith(suffix) and entry.name[: -len(suffix)] not in defined:
+                leftover.add(entry.name[: -len(suffix)])
+    for name in sorted(leftover):
+        sweep.found(Item("rundir", f"{host.LIBVIRT_LXC_STATE}/{name}.*"),
+                    partial(container_ops.remove_run_leftovers, name))
+
+
+def _locks_and_tmp(sweep: _Sweep) -> None:
+    pool = sweep.pool
+    if pool.tmp.is_dir():
+        stale_tmp = pool.stale_tmp()
+        for entry in stale_tmp:
+            sweep.found(Item("tmp", str(entry), "left by a killed build"), partial(pool.remove_tmp, entry))
+    if pool.locks.is_dir():
+        # Per-name locks (containers, bases, builds) go with their release; one that is still
+        # there and unheld was left by a killed lxcforge. The one address lock is permanent.
+        for path in sorted(pool.locks.glob("*.lock")):
+            if path.name.startswith(PER_NAME_LOCKS) and pool.lock_is_stale(path):
+                sweep.found(Item("lock", str(path)), partial(pool.remove_stale_lock, path))
