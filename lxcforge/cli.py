@@ -310,7 +310,12 @@ def _container_table(containers: list[container_ops.Container]) -> Table:
         address = c.ipv4 or "-"
         if c.leased is False and c.state == "running":
             address += " (no lease)"
-        table.add_row(c.name, c.state, address, c.base or "?", _human_bytes(c.memory_bytes), c.created or "?")
+        shown_state = c.state
+        if c.init_pid_known is False:
+            shown_state += " (libvirt lost its init pid: lxcforge gc)"
+        if c.autostart:
+            shown_state += ", autostart"
+        table.add_row(c.name, shown_state, address, c.base or "?", _human_bytes(c.memory_bytes), c.created or "?")
     return table
 
 
@@ -623,10 +628,11 @@ def exec(name: str, command: Annotated[list[str], typer.Argument(metavar="-- CMD
 
 def _network_table(nets: list[network_ops.NetworkSummary]) -> Table:
     table = Table("name", "state", "bridge", "subnet", "forward", "addresses", "used", "free", "containers",
-                  box=None, pad_edge=False)
+                  "orphaned", box=None, pad_edge=False)
     for n in nets:
         table.add_row(n.name, "active" if n.active else "inactive", n.bridge or "-", n.subnet or "-",
-                      n.forward or "-", str(n.addresses), str(n.reserved), str(n.free), str(len(n.containers)))
+                      n.forward or "-", str(n.addresses), str(n.reserved), str(n.free), str(len(n.containers)),
+                      f"{n.orphaned} (lxcforge gc)" if n.orphaned else "0")
     return table
 
 

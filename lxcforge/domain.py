@@ -115,13 +115,13 @@ def read_metadata(xml: str) -> Metadata | None:
                     network=text("network"), ip=text("ip"), mac=text("mac"), autostart=text("autostart") == "yes")
 
 
-def with_autostart(xml: str, on: bool) -> str:
-    """The domain XML with lxcforge's start-at-boot mark set or cleared. lxcforge's own mark,
-    not libvirt's autostart flag: at boot the store must be attached first, and every start
-    goes through lxcforge's checks (see ops/boot.py)."""
+def container_element_with_autostart(xml: str, on: bool) -> str:
+    """lxcforge's metadata element of a domain's XML, with the start-at-boot mark set or
+    cleared (for libvirt's setMetadata, which changes the live and the persistent definition
+    at once). lxcforge's own mark, not libvirt's autostart flag: at boot the store must be
+    attached first, and every start goes through lxcforge's checks (see ops/boot.py)."""
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
-    root = ET.fromstring(xml)
-    container = root.find(f"metadata/{{{METADATA_NS}}}container")
+    container = ET.fromstring(xml).find(f"metadata/{{{METADATA_NS}}}container")
     if container is None:
         raise ValueError("not an lxcforge domain")
     mark = container.find(f"{{{METADATA_NS}}}autostart")
@@ -129,7 +129,11 @@ def with_autostart(xml: str, on: bool) -> str:
         _sub(container, f"{{{METADATA_NS}}}autostart", "yes")
     elif not on and mark is not None:
         container.remove(mark)
-    return ET.tostring(root, encoding="unicode") + "\n"
+    # libvirt puts the element into the namespace itself: it wants it without one.
+    plain = ET.Element("container")
+    for child in container:
+        ET.SubElement(plain, child.tag.split("}", 1)[-1]).text = child.text
+    return ET.tostring(plain, encoding="unicode")
 
 
 def memory_limit_bytes(xml: str) -> int | None:

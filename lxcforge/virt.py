@@ -296,9 +296,14 @@ class Virt:
             for fd in fds:
                 os.close(fd)
 
-    def inactive_xml(self, name: str) -> str:
-        """The persistent definition (what the next start uses)."""
-        return str(self._dom(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    def set_metadata(self, name: str, element_xml: str, namespace: str, prefix: str) -> None:
+        """Replace a domain's metadata element of namespace, live (if running) and persistent."""
+        dom = self._dom(name)
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0)
+        try:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml, prefix, namespace, flags)
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot change {name}'s metadata: {_message(exc)}") from exc
 
     def domain_names(self) -> list[str]:
         """Names of every defined domain: one call, no XML."""

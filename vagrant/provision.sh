@@ -10,6 +10,8 @@
 #   - a virtualenv in <repo>/.venv with lxcforge and its test extras, linked as
 #     /usr/local/bin/lxcforge
 #   - the store (/var/lib/lxcforge, or $LXCFORGE_STORE) attached
+#   - on systemd hosts, the lxcforge-boot service (containers marked --autostart come back
+#     after a reboot; elsewhere run 'lxcforge boot' at boot)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -96,38 +98,7 @@ SYSCTL
     done <"$conf"
 }
 
-libvirt_up() { virsh -c "$URI" version >/dev/null 2>&1; }
-
-start_libvirtd() {
-    if [[ -d /run/systemd/system ]]; then
-        if systemctl list-unit-files virtlxcd.socket >/dev/null 2>&1 &&
-            ! systemctl is-enabled --quiet libvirtd.service 2>/dev/null; then
-            # Modular daemons (Fedora): the LXC driver and the network driver.
-            for unit in virtlxcd.socket virtnetworkd.socket; do
-                systemctl is-active --quiet "$unit" || { log "starting $unit"; systemctl enable --now "$unit"; }
-            done
-        else
-            systemctl is-active --quiet libvirtd.service || { log "starting libvirtd"; systemctl enable --now libvirtd.service; }
-        fi
-    elif ! libvirt_up; then
-        # No init system (containers, CI sandboxes): start libvirtd by hand.
-        mkdir -p /var/log/libvirt /var/run/libvirt
-        # Mounts made later (a loop-file store) must reach libvirtd's private namespace.
-        mount --make-rshared /
-        local pre=""
-        if grep -q ' /sys/fs/cgroup/unified cgroup2 ' /proc/self/mounts &&
-            grep -qE '^[^ ]+ [^ ]+ cgroup ' /proc/self/mounts; then
-            # Hybrid cgroups: libvirt 9 fails every LXC start with "Unable to create directory
-            # /sys/fs/cgroup/unified". Hide that mount from libvirtd only.
-            pre="umount /sys/fs/cgroup/unified && "
-        fi
-        rm -f /var/run/libvirtd.pid
-        log "starting libvirtd"
-        unshare -m --propagation slave sh -c "${pre}exec libvirtd -d"
-    fi
-    for _ in $(seq 50); do libvirt_up && break; sleep 0.2; done
-    libvirt_up || { echo "libvirtd did not come up at $URI" >&2; exit 1; }
-}
+start_libvirtd() { bash "$REPO/vagrant/libvirtd.sh" start; }
 
 net_info() { virsh -c "$URI" net-info default 2>/dev/null || true; }
 
@@ -163,12 +134,42 @@ link_command() {
     fi
 }
 
+boot_service() {
+    # After a reboot: attach the store, start the networks and the containers marked
+    # --autostart, then gc. Hosts without systemd run 'lxcforge boot' from their own init.
+    [[ -d /run/systemd/system ]] || return 0
+    local unit=/etc/systemd/system/lxcforge-boot.service want
+    want=$(cat <<UNIT
+[Unit]
+Description=lxcforge: attach the store, start containers marked --autostart, reconcile
+After=libvirtd.service virtlxcd.socket virtnetworkd.socket network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Environment=LXCFORGE_STORE=${LXCFORGE_STORE:-/var/lib/lxcforge}
+ExecStart=/usr/local/bin/lxcforge boot
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+)
+    if [[ ! -f $unit || $(cat "$unit") != "$want" ]]; then
+        log "installing $unit"
+        printf '%s\n' "$want" >"$unit"
+        systemctl daemon-reload
+        systemctl enable lxcforge-boot.service >/dev/null 2>&1
+    fi
+}
+
 install_packages
 tune_kernel
 start_libvirtd
 default_network
 python_env
 link_command
+boot_service
 # cgroup hierarchies the host lacks, stale container cgroups (sysctls are already set above).
 tuned=$("$VENV/bin/lxcforge" host tune)
 [[ $tuned == "host already tuned" ]] || log "host tune: $(echo $tuned)"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lxcforge import domain, names, store
+from lxcforge import domain, faults, names, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
 from lxcforge.rootfs import build, fixups, safepath
@@ -85,7 +85,9 @@ def create(
             raise AlreadyExists(f"base {base_name} already exists",
                                 hint="pass --force to rebuild it, or --name for another name")
         with pool.new_tmp_subvolume("base") as tmp:
+            faults.point("base.tmp")
             build.build_rootfs(request, tmp.path, tmp.workdir, pool.cache, progress)
+            faults.point("base.installed")
             progress("finishing")
             if target.exists():
                 # The old base moves to tmp/ and goes with this block (a read-only
@@ -95,6 +97,7 @@ def create(
             # A read-only snapshot appears at its final name in one step, already read-only;
             # the writable build subvolume goes with this block.
             store.snapshot(tmp.path, target, read_only=True)
+            faults.point("base.published")
     info = describe(pool, base_name, containers=None)
     return BuildResult(base=info, seconds=time.monotonic() - started)
 

@@ -154,7 +154,8 @@ def new_many(
     base = container_ops.resolve_base(settings, pool, options.base)
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections, \
             contextlib.ExitStack() as locks:
-        plans = {net: addresses.network_plan(virt, net) for net in nets}
+        for net in nets:
+            addresses.network_plan(virt, net)  # refuse a missing or inactive network first
         # Every name of the batch is locked from here to the end: whatever else exists under
         # these names and has no domain is a leftover of a killed lxcforge, safe to reclaim.
         for name in wanted:
@@ -172,8 +173,8 @@ def new_many(
             raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}" if len(wanted) > 1
                                 else f"container {clash[0]} already exists",
                                 hint="choose other names, or destroy them first")
-        if _reclaim(virt, pool, settings, wanted, existing):
-            plans = {net: addresses.network_plan(virt, net) for net in nets}
+        _reclaim(virt, pool, settings, wanted, existing)
+        plans = {net: addresses.network_plan(virt, net) for net in nets}
         foreign = [(n, net) for n in wanted for net, plan in plans.items() if addresses.reservation_holder(plan, n)]
         if foreign:
             name, net = foreign[0]
@@ -209,10 +210,9 @@ def new_many(
     return Summary("new", outcomes, time.monotonic() - started, interrupted)
 
 
-def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str], existing: set[str]) -> bool:
+def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str], existing: set[str]) -> None:
     """Remove what a killed lxcforge left under these names (they are locked and have no
-    domain): this store's reservations, hosts files and leases, and the subvolume. True if
-    anything was removed."""
+    domain): this store's reservations, hosts files and leases, and the subvolume."""
     wanted_set = set(wanted)
     orphans = addresses.orphaned_reservations(virt, str(settings.store), existing)
     drop = [pair for name, pairs in orphans.items() if name in wanted_set for pair in pairs]
@@ -225,7 +225,6 @@ def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str],
         log.warning("reclaimed what an interrupted lxcforge left: %s",
                     ", ".join([f"reservation {e.name} on {n}" for n, e in drop] + [str(p) for p in leftovers]))
     faults.point("new.reclaimed")
-    return bool(drop or leftovers)
 
 
 def _run_creations(

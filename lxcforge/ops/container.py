@@ -430,7 +430,8 @@ def set_autostart(settings: Settings, name: str, on: bool) -> Container:
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
         _describe(virt, settings, name)
-        virt.define_domain(domain.with_autostart(virt.inactive_xml(name), on))
+        element = domain.container_element_with_autostart(virt.domain(name).xml, on)
+        virt.set_metadata(name, element, domain.METADATA_NS, domain.METADATA_PREFIX)
         return _describe(virt, settings, name)
 
 

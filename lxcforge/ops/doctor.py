@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from lxcforge import cgroups, host, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import LxcforgeError
-from lxcforge.ops import addresses
+from lxcforge.ops import addresses, repair
 from lxcforge.ops.capacity import BRIDGE_PORTS, INOTIFY_PER_CONTAINER
 from lxcforge.run import which
 from lxcforge.virt import Virt
@@ -203,7 +203,34 @@ def check_kernel_limits(_: Settings) -> list[Check]:
     ]
 
 
-CHECKS = (check_root, check_store, check_libvirt, check_cgroup_hierarchies, check_tools, check_kernel_limits)
+def check_leftovers(settings: Settings) -> list[Check]:
+    """What `gc` would remove or repair: leftovers of killed commands, containers libvirt lost."""
+    from lxcforge.ops import gc
+
+    if store.Store.from_settings(settings).status().state is not store.StoreState.READY or not host.is_root():
+        return []
+    report = gc.collect(settings, dry_run=True)
+    counts = report.by_kind()
+    unmanaged = [i.what for i in report.items if i.kind == "unmanaged"]
+    checks = []
+    if unmanaged:
+        shown = ", ".join(unmanaged[:5]) + (" ..." if len(unmanaged) > 5 else "")
+        checks.append(Check("managed containers", Status.FAIL,
+                            f"{len(unmanaged)} {repair.UNMANAGED}: {shown}", repair.FIX))
+    else:
+        checks.append(Check("managed containers", Status.OK, "libvirt knows every running container's init"))
+    counts.pop("unmanaged", None)
+    if counts:
+        detail = ", ".join(f"{n} {kind}" + ("s" if n > 1 else "") for kind, n in sorted(counts.items()))
+        checks.append(Check("leftovers", Status.WARN, f"left by interrupted commands: {detail}",
+                            "lxcforge gc (see first: lxcforge gc --dry-run)"))
+    else:
+        checks.append(Check("leftovers", Status.OK, "none"))
+    return checks
+
+
+CHECKS = (check_root, check_store, check_libvirt, check_cgroup_hierarchies, check_tools, check_kernel_limits,
+          check_leftovers)
 
 
 def run_checks(settings: Settings) -> list[Check]:

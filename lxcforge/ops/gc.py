@@ -20,7 +20,7 @@ from functools import partial
 
 from lxcforge import cgroups, dhcp, domain, host, network, store
 from lxcforge.config import Settings
-from lxcforge.errors import HostNotReady, InUse, LxcforgeError
+from lxcforge.errors import HostNotReady, InUse, LxcforgeError, NotFound
 from lxcforge.ops import addresses, repair
 from lxcforge.ops import container as container_ops
 from lxcforge.store import Store, StoreState
@@ -182,7 +182,11 @@ def _withdraw(hostsdir: str, mac: str, net: str) -> None:
 
 def _unmanaged(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metadata]]) -> None:
     for name in sorted(mine):
-        if repair.is_managed(sweep.virt, name) is False:
+        try:
+            managed = repair.is_managed(sweep.virt, name)
+        except NotFound:
+            continue  # removed since the listing
+        if managed is False:
             sweep.found(Item("unmanaged", name, repair.UNMANAGED), partial(repair.repair, sweep.virt, name),
                         lock_name=name)
 

@@ -9,7 +9,7 @@ from lxcforge import dhcp, domain, host, names, network
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
 from lxcforge.ops import addresses
-from lxcforge.virt import Virt
+from lxcforge.virt import DomainInfo, Virt
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class NetworkSummary:
     reserved: int
     free: int
     containers: list[str]
+    # Reservations this store made whose container is gone (a killed lxcforge): 'lxcforge gc'.
+    orphaned: int = 0
 
 
 def create(settings: Settings, name: str, subnet: str, *, isolated: bool = False) -> NetworkSummary:
@@ -72,32 +74,37 @@ def adopt(settings: Settings, name: str) -> NetworkSummary:
         return _summary(virt, settings, name)
 
 
-def _containers_on(virt: Virt, settings: Settings, name: str) -> list[str]:
+def _containers_on(domains: list[DomainInfo], name: str) -> list[str]:
     users = []
-    for dom in virt.domains():
+    for dom in domains:
         meta = domain.read_metadata(dom.xml)
         if meta is not None and meta.network == name:
             users.append(dom.name)
     return users
 
 
-def _summary(virt: Virt, settings: Settings, name: str) -> NetworkSummary:
+def _summary(virt: Virt, settings: Settings, name: str, domains: list[DomainInfo] | None = None) -> NetworkSummary:
     info = virt.network(name)
     if info is None:
         raise NotFound(f"network {name} does not exist", hint="see 'lxcforge network list'")
     plan = network.parse_network_xml(info.xml)
     leased = addresses.leased_elsewhere(virt, plan) if info.active else []
+    domains = domains if domains is not None else virt.domains()
+    defined = {d.name for d in domains}
+    orphaned = sum(1 for h in plan.hosts
+                   if h.name and h.name not in defined and network.owned_by(h.mac, h.name, str(settings.store)))
     return NetworkSummary(
         name=name, active=info.active, bridge=info.bridge,
         subnet=str(plan.gateway.network) if plan.gateway else None, forward=plan.forward or "isolated",
         addresses=plan.range_size(), reserved=len(plan.hosts), free=len(network.free_addresses(plan, leased)),
-        containers=sorted(_containers_on(virt, settings, name)),
+        containers=sorted(_containers_on(domains, name)), orphaned=orphaned,
     )
 
 
 def list_networks(settings: Settings) -> list[NetworkSummary]:
     with Virt(settings.uri) as virt:
-        return [_summary(virt, settings, name) for name in virt.networks()]
+        domains = virt.domains()
+        return [_summary(virt, settings, name, domains) for name in virt.networks()]
 
 
 def remove(settings: Settings, name: str) -> None:

@@ -22,13 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def minimal_store(loop_store: Store) -> Store:
-    built = lxcforge(loop_store.root, "base", "--distro", "minimal", "--release", "1")
-    assert built.returncode == 0, built.stderr
-    return loop_store
-
-
-@pytest.fixture
 def made_networks(minimal_store: Store) -> Iterator[list[str]]:
     """Networks appended here are removed at teardown (after their containers)."""
     nets: list[str] = []

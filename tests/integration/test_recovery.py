@@ -1,0 +1,243 @@
+"""Nothing half-made, ever: lxcforge is SIGKILLed at every named step of new (one and many),
+destroy and base, libvirtd is killed mid-batch, and the host is 'rebooted'; afterwards gc (or
+the next command on the same name) leaves not one piece behind, and the containers marked
+--autostart come back with their addresses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lxcforge import dhcp, faults, host, network
+from lxcforge.store import Store
+from lxcforge.virt import Virt
+from tests.integration.conftest import isolated_network, lxcforge
+
+REPO = Path(__file__).resolve().parents[2]
+LIBVIRTD = REPO / "vagrant" / "libvirtd.sh"
+
+
+@pytest.fixture
+def net(virt: Virt, minimal_store: Store, unique: str) -> Iterator[str]:
+    with isolated_network(virt, f"lxr-{unique}") as name:
+        try:
+            yield name
+        finally:
+            lxcforge(minimal_store.root, "destroy", "--all", "--missing-ok")
+            lxcforge(minimal_store.root, "gc")
+
+
+def leftovers(pool: Store, virt: Virt, net: str, names: list[str], running: int = 0) -> list[str]:
+    """Every piece of state the named containers could have left, found independently of gc
+    (running: how many other containers on the network are up, each with its veth)."""
+    found = []
+    defined = set(virt.domain_names())
+    found += [f"domain {n}" for n in names if n in defined]
+    found += [f"subvolume {n}" for n in names if pool.container_path(n).exists()]
+    info = virt.network(net)
+    assert info is not None
+    plan = network.parse_network_xml(info.xml)
+    found += [f"reservation {h.name}" for h in plan.hosts if h.name in names]
+    assert plan.hostsdir is not None
+    found += [f"hostsfile {name}" for _mac, name in dhcp.published(plan.hostsdir) if name in names]
+    found += [f"lease {le.hostname}" for le in virt.leases(net) if le.hostname in names]
+    found += [f"lock {p.name}" for p in pool.locks.glob("*.lock") if p.name != "addresses.lock"]
+    found += [f"pending {n}" for n in pool.pending_names()]
+    found += [f"tmp {p.name}" for p in pool.tmp.iterdir()]
+    found += [f"rundir {p.name}" for n in names for p in host.LIBVIRT_LXC_STATE.glob(f"{n}.*")]
+    ports = subprocess.run(["ip", "-o", "link", "show", "master", str(info.bridge)], capture_output=True,
+                           text=True).stdout
+    veths = [line.split(":")[1].strip() for line in ports.splitlines()]
+    if len(veths) != running:
+        found += [f"veth {v}" for v in veths]
+    return found
+
+
+def complete(pool: Store, virt: Virt, net: str, name: str) -> bool:
+    """A container with every piece: domain, subvolume, reservation; libvirt manages it."""
+    info = virt.network(net)
+    assert info is not None
+    reserved = {h.name for h in network.parse_network_xml(info.xml).hosts}
+    return name in virt.domain_names() and pool.container_path(name).exists() and name in reserved
+
+
+def killed_at(pool: Store, step: str, *args: str) -> subprocess.CompletedProcess[str]:
+    result = lxcforge(pool.root, *args, env={faults.ENV: step})
+    assert result.returncode == -signal.SIGKILL, (step, result.returncode, result.stderr)
+    return result
+
+
+def test_kill_single_new_at_every_step_then_gc_leaves_nothing(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    name = f"k{unique}"
+    for step in faults.NEW_STEPS:
+        killed_at(minimal_store, step, "new", name, "--network", net)
+        if step == "new.leased":
+            # Killed after the container was complete: it is kept, whole.
+            assert complete(minimal_store, virt, net, name)
+            assert lxcforge(minimal_store.root, "destroy", name).returncode == 0
+        gc = lxcforge(minimal_store.root, "gc", "--json")
+        assert gc.returncode == 0, gc.stderr
+        assert leftovers(minimal_store, virt, net, [name]) == [], step
+        again = json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)
+        assert again["items"] == [], (step, again)
+
+
+def test_a_name_whose_new_was_killed_can_be_made_again_at_once(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    name = f"r{unique}"
+    for step in faults.NEW_STEPS:
+        if step == "new.leased":
+            continue  # killed once complete: the container exists, as it should
+        killed_at(minimal_store, step, "new", name, "--network", net)
+        made = lxcforge(minimal_store.root, "new", name, "--network", net, "--json")
+        assert made.returncode == 0, (step, made.stderr)
+        assert json.loads(made.stdout)["created"][0]["leased"] is True
+        assert lxcforge(minimal_store.root, "destroy", name).returncode == 0
+        assert leftovers(minimal_store, virt, net, [name]) == [], step
+
+
+def test_kill_bulk_new_at_every_step_keeps_only_complete_containers(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    for i, step in enumerate(faults.NEW_STEPS):
+        prefix = f"b{unique}{i}-"
+        names = [f"{prefix}{n}" for n in range(1, 7)]
+        # The third time the step is reached: some containers of the batch are further along.
+        occurrence = 1 if step in ("new.locked", "new.reclaimed") else 3
+        killed_at(minimal_store, f"{step}@{occurrence}", "new", "--count", "6", "--prefix", prefix, "--network", net,
+                  "-j", "2")
+        assert lxcforge(minimal_store.root, "gc").returncode == 0
+        kept = [n for n in names if n in virt.domain_names()]
+        for name in kept:
+            assert complete(minimal_store, virt, net, name), (step, name)
+            assert virt.init_namespaces(name), (step, name)
+        assert leftovers(minimal_store, virt, net, [n for n in names if n not in kept], len(kept)) == [], step
+        assert lxcforge(minimal_store.root, "destroy", "--missing-ok", *names).returncode == 0
+        assert leftovers(minimal_store, virt, net, names) == [], step
+
+
+def test_kill_destroy_at_every_step_then_destroy_or_gc_finishes_it(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    for i, step in enumerate(faults.DESTROY_STEPS):
+        for finish in ("destroy", "gc"):
+            name = f"d{unique}{i}{finish[0]}"
+            assert lxcforge(minimal_store.root, "new", name, "--network", net).returncode == 0
+            killed_at(minimal_store, step, "destroy", name)
+            args = ["destroy", "--missing-ok", name] if finish == "destroy" else ["gc"]
+            assert lxcforge(minimal_store.root, *args).returncode == 0
+            assert leftovers(minimal_store, virt, net, [name]) == [], (step, finish)
+
+
+def test_kill_base_build_at_every_step_then_gc_leaves_nothing(minimal_store: Store) -> None:
+    for step in faults.BASE_STEPS:
+        killed_at(minimal_store, step, "base", "--distro", "minimal", "--release", "1", "--name", "killed")
+        published = minimal_store.base_path("killed").exists()
+        assert published == (step == "base.published"), step
+        gc = json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)
+        assert {item["kind"] for item in gc["items"]} <= {"tmp", "lock"}, gc
+        assert list(minimal_store.tmp.iterdir()) == [], step
+        assert [p.name for p in minimal_store.locks.glob("*.lock") if p.name != "addresses.lock"] == []
+        if published:
+            assert lxcforge(minimal_store.root, "base", "rm", "killed").returncode == 0
+
+
+def test_orphaned_reservations_are_counted_reclaimed_and_others_left_alone(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    name = f"o{unique}"
+    # Another tool's reservation on the same network, with the same kind of name.
+    foreign = network.DhcpHost("52:54:00:aa:bb:cc", "", f"f{unique}")
+    plan = network.parse_network_xml(virt.network(net).xml)  # type: ignore[union-attr]
+    foreign = network.DhcpHost(foreign.mac, str(network.free_addresses(plan)[-1]), foreign.name)
+    virt.add_dhcp_host(net, network.dhcp_host_xml(foreign), live=False)
+    killed_at(minimal_store, "new.hostsfile", "new", name, "--network", net)
+    listed = {n["name"]: n for n in json.loads(lxcforge(minimal_store.root, "network", "list", "--json").stdout)}
+    assert listed[net]["orphaned"] == 1 and listed[net]["containers"] == []
+    doctor = json.loads(lxcforge(minimal_store.root, "doctor", "--json").stdout)
+    row = next(c for c in doctor["checks"] if c["name"] == "leftovers")
+    assert row["status"] == "warn" and "lxcforge gc" in row["fix"]
+    dry = json.loads(lxcforge(minimal_store.root, "gc", "--dry-run", "--json").stdout)
+    assert sorted(i["kind"] for i in dry["items"]) == ["lock", "unfinished"]
+    assert leftovers(minimal_store, virt, net, [name]) != []  # the dry run changed nothing
+    # destroy removes every piece of the name, the reservation without a domain included.
+    assert lxcforge(minimal_store.root, "destroy", name).returncode == 0
+    assert leftovers(minimal_store, virt, net, [name]) == []
+    assert json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)["items"] == []
+    hosts = network.parse_network_xml(virt.network(net).xml).hosts  # type: ignore[union-attr]
+    assert foreign in hosts  # never touched
+
+
+def test_libvirtd_killed_mid_batch_then_gc_leaves_only_complete_containers(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    prefix = f"v{unique}-"
+    names = [f"{prefix}{n}" for n in range(1, 17)]
+    batch = subprocess.Popen([sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "new",
+                              "--count", "16", "--prefix", prefix, "--network", net, "-j", "2", "--timeout", "20"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(1 for n in names if minimal_store.container_path(n).exists()) < 4:
+            assert time.monotonic() < deadline and batch.poll() is None
+            time.sleep(0.05)
+        subprocess.run(["bash", str(LIBVIRTD), "kill"], check=True)
+        subprocess.run(["bash", str(LIBVIRTD), "start"], check=True)
+        batch.communicate(timeout=120)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+            batch.wait()
+        subprocess.run(["bash", str(LIBVIRTD), "start"], check=True)
+    with Virt("lxc:///") as fresh:
+        gc = lxcforge(minimal_store.root, "-vv", "gc")
+        assert gc.returncode == 0, gc.stderr[-3000:]
+        kept = [n for n in names if n in fresh.domain_names()]
+        for name in kept:
+            assert complete(minimal_store, fresh, net, name), name
+        assert leftovers(minimal_store, fresh, net, [n for n in names if n not in kept], len(kept)) == []
+        assert lxcforge(minimal_store.root, "destroy", "--missing-ok", *names).returncode == 0
+        assert leftovers(minimal_store, fresh, net, names) == []
+
+
+def test_marked_containers_come_back_after_a_reboot(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    marked, plain, later = f"a{unique}-1", f"a{unique}-2", f"a{unique}-3"
+    made = json.loads(lxcforge(minimal_store.root, "new", marked, "--autostart", "--network", net, "--json").stdout)
+    address = made["created"][0]["ipv4"]
+    assert lxcforge(minimal_store.root, "new", plain, later, "--network", net).returncode == 0
+    assert lxcforge(minimal_store.root, "autostart", later).returncode == 0
+    listed = {c["name"]: c for c in json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)}
+    assert listed[marked]["autostart"] and listed[later]["autostart"] and not listed[plain]["autostart"]
+    assert lxcforge(minimal_store.root, "autostart", "--off", later).returncode == 0
+
+    # The reboot: containers stop, libvirtd stops, the loop-file store is detached.
+    assert lxcforge(minimal_store.root, "stop", "--all").returncode == 0
+    subprocess.run(["bash", str(LIBVIRTD), "stop"], check=True)
+    try:
+        subprocess.run(["umount", str(minimal_store.root)], check=True)
+        assert not minimal_store.container_path(marked).exists()
+    finally:
+        subprocess.run(["bash", str(LIBVIRTD), "start"], check=True)
+    booted = lxcforge(minimal_store.root, "boot", "--json")
+    assert booted.returncode == 0, booted.stderr
+    with Virt("lxc:///") as fresh:
+        assert fresh.state(marked) == "running"
+        assert fresh.state(plain) == "shut off" and fresh.state(later) == "shut off"
+        assert fresh.init_namespaces(marked)
+        listed = {c["name"]: c for c in json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)}
+        assert listed[marked]["ipv4"] == address and listed[marked]["leased"] is True
+        # Running it again changes nothing.
+        assert lxcforge(minimal_store.root, "boot").returncode == 0
+        assert fresh.state(plain) == "shut off"
