@@ -28,6 +28,7 @@ from lxcforge.run import run
 log = logging.getLogger(__name__)
 
 SUBDIRS = ("bases", "containers", "cache", "locks", "tmp", "pending")
+PER_NAME_LOCKS = ("container-", "base-", "tmp-")
 
 
 class StoreState(enum.StrEnum):
@@ -132,6 +133,7 @@ class Store:
                 (self.root / sub).mkdir(mode=0o700, exist_ok=True)
         if clean_tmp:
             self.remove_stale_tmp()
+            self.remove_stale_locks()
         return self
 
     def require_ready(self) -> None:
@@ -253,6 +255,19 @@ class Store:
         if removed:
             log.info("removed leftovers of interrupted builds: %s", ", ".join(removed))
         return removed
+
+    def stale_locks(self) -> list[Path]:
+        """Per-name lock files (containers, bases, builds) nobody holds: their holder was
+        killed before it could remove them. The one address lock file is permanent."""
+        if not self.locks.is_dir():
+            return []
+        return [path for path in sorted(self.locks.glob("*.lock"))
+                if path.name.startswith(PER_NAME_LOCKS) and self.lock_is_stale(path)]
+
+    def remove_stale_locks(self) -> None:
+        """So that killed commands' lock files do not accumulate (one per name otherwise)."""
+        for path in self.stale_locks():
+            self.remove_stale_lock(path)
 
     @staticmethod
     def lock_is_stale(path: Path) -> bool:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # systemd's request for a clean shutdown; libvirt's own shutdown sends SIGTERM, which
 # systemd as PID 1 ignores.
 SHUTDOWN_SIGNAL = signal.SIGRTMIN + 3
+# The state `list` shows for what an interrupted lxcforge left of a container.
+HALF_MADE = "half-made (lxcforge gc)"
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,19 @@ def list_containers(settings: Settings) -> list[Container]:
                     leases[net] = set()
             leased = (meta.mac, meta.ip) in leases[net] if meta.mac and meta.ip else None
             result.append(_container(virt, dom, meta, settings, leased))
-    return result
+    # What a killed lxcforge left half made is shown too (gc or destroy removes it); listing
+    # changes nothing, so a detached store shows none.
+    pool = Store.from_settings(settings)
+    if pool.containers.is_dir():
+        listed = {c.name for c in result}
+        pending = set(pool.pending_names())
+        for name in sorted(pending | {p.name for p in pool.containers.iterdir()}):
+            at_work = not pool.lock_is_stale(pool.locks / f"container-{name}.lock")
+            if not at_work and (name not in listed or name in pending):
+                result = [c for c in result if c.name != name]
+                result.append(Container(name=name, state=HALF_MADE, ipv4=None, mac=None, network=None, base=None,
+                                        memory_bytes=None, created=None, path=str(pool.container_path(name))))
+    return sorted(result, key=lambda c: c.name)
 
 
 def info(settings: Settings, name: str) -> tuple[Container, str]:
@@ -382,7 +396,7 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
                 raise LxcforgeError(f"{name} started but did not take {container.ipv4} within {timeout:.0f} s",
                                     hint=f"look at its console: lxcforge console {name}")
             leased = True
-        repaired += repair.ensure_managed(virt, name, settle=0.0 if leased else repair.SETTLE_SECONDS)
+        repaired += repair.ensure_managed(virt, name, settle=0.0 if leased else None)
         return dataclasses.replace(_describe(virt, settings, name), repaired=repaired,
                                    leased=leased if leased else None)
 

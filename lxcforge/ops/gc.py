@@ -29,7 +29,6 @@ from lxcforge.virt import DomainInfo, Virt
 log = logging.getLogger(__name__)
 
 RUN_SUFFIXES = (".dev", ".devpts", ".fuse", ".sock")
-PER_NAME_LOCKS = ("container-", "base-", "tmp-")
 
 
 @dataclass(frozen=True)
@@ -214,8 +213,5 @@ def _locks_and_tmp(sweep: _Sweep) -> None:
         for entry in stale_tmp:
             sweep.found(Item("tmp", str(entry), "left by a killed build"), partial(pool.remove_tmp, entry))
     if pool.locks.is_dir():
-        # Per-name locks (containers, bases, builds) go with their release; one that is still
-        # there and unheld was left by a killed lxcforge. The one address lock is permanent.
-        for path in sorted(pool.locks.glob("*.lock")):
-            if path.name.startswith(PER_NAME_LOCKS) and pool.lock_is_stale(path):
-                sweep.found(Item("lock", str(path)), partial(pool.remove_stale_lock, path))
+        for path in pool.stale_locks():
+            sweep.found(Item("lock", str(path)), partial(pool.remove_stale_lock, path))

@@ -61,10 +61,10 @@ def is_managed(virt: Virt, name: str) -> bool | None:
     return not actual or bool(seen & actual)
 
 
-def wait_known(virt: Virt, name: str, settle: float = SETTLE_SECONDS) -> bool | None:
-    """Poll until libvirt knows the init pid (True), settle runs out (False), or the container
-    is no longer running (None)."""
-    deadline = time.monotonic() + settle
+def wait_known(virt: Virt, name: str, settle: float | None = None) -> bool | None:
+    """Poll until libvirt knows the init pid (True), settle (default SETTLE_SECONDS) runs out
+    (False), or the container is no longer running (None)."""
+    deadline = time.monotonic() + (SETTLE_SECONDS if settle is None else settle)
     delay = 0.002
     while True:
         known = is_managed(virt, name)
@@ -86,7 +86,7 @@ def repair(virt: Virt, name: str) -> None:
                     hint=f"look at /var/log/libvirt/lxc/{name}.log; 'lxcforge destroy {name}' removes it")
 
 
-def ensure_managed(virt: Virt, name: str, settle: float = SETTLE_SECONDS) -> int:
+def ensure_managed(virt: Virt, name: str, settle: float | None = None) -> int:
     """Confirm a just-started container is fully managed; repair it if not. Returns the
     number of repairs (0 almost always). settle: how long a missing pid may still be on its
     way (0 once the container has booted far enough to take its address)."""

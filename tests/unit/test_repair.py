@@ -1,0 +1,58 @@
+"""The repair decision of ops/repair.py against a scripted stand-in for libvirt: what it asks
+libvirt, in which order, and when it gives up. (Real libvirt: tests/integration/test_init_pid.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from lxcforge.ops import repair
+
+
+class ScriptedVirt:
+    """Answers init_namespaces from a script: an empty set is 'Init pid is not yet available'."""
+
+    def __init__(self, answers: list[set[int] | None]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def init_namespaces(self, name: str) -> set[int] | None:
+        self.calls.append("ask")
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def destroy(self, name: str) -> None:
+        self.calls.append("destroy")
+
+    def start(self, name: str) -> None:
+        self.calls.append("start")
+
+
+def test_a_managed_container_costs_one_question() -> None:
+    virt = ScriptedVirt([{1, 2}])
+    assert repair.ensure_managed(virt, "nosuch-web1", settle=0) == 0  # type: ignore[arg-type]
+    assert virt.calls == ["ask"]
+
+
+def test_a_lost_pid_is_repaired_by_a_forced_stop_and_a_start() -> None:
+    virt = ScriptedVirt([set(), {1, 2}])
+    assert repair.ensure_managed(virt, "nosuch-web1", settle=0) == 1  # type: ignore[arg-type]
+    assert virt.calls == ["ask", "destroy", "start", "ask"]
+
+
+def test_a_pid_still_on_its_way_is_waited_for_not_repaired() -> None:
+    virt = ScriptedVirt([set(), set(), {1}])
+    assert repair.ensure_managed(virt, "nosuch-web1", settle=5) == 0  # type: ignore[arg-type]
+    assert "destroy" not in virt.calls
+
+
+def test_a_stopped_container_needs_no_repair() -> None:
+    virt = ScriptedVirt([None])
+    assert repair.ensure_managed(virt, "nosuch-web1", settle=0) == 0  # type: ignore[arg-type]
+
+
+def test_gives_up_after_the_attempts_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(repair, "SETTLE_SECONDS", 0.01)
+    virt = ScriptedVirt([set()])
+    with pytest.raises(repair.Unmanaged) as caught:
+        repair.ensure_managed(virt, "nosuch-web1", settle=0)  # type: ignore[arg-type]
+    assert "after 2 forced restarts" in caught.value.message and caught.value.hint
+    assert virt.calls.count("destroy") == repair.ATTEMPTS
