@@ -222,6 +222,20 @@ def namespace_inodes(pid: int) -> set[int]:
     return found
 
 
+def interfaces_with_mac_prefix(prefix: tuple[int, ...]) -> list[tuple[str, str]]:
+    """(name, MAC) of this namespace's network interfaces whose MAC starts with prefix."""
+    start = ":".join(f"{o:02x}" for o in prefix) + ":"
+    found = []
+    for entry in sorted(Path("/sys/class/net").iterdir()):
+        try:
+            mac = (entry / "address").read_text().strip().lower()
+        except OSError:
+            continue
+        if mac.startswith(start):
+            found.append((entry.name, mac))
+    return found
+
+
 def bridge_ports(bridge: str | None) -> int:
     """Interfaces attached to a Linux bridge (0 if there is no such bridge)."""
     if not bridge:

@@ -276,15 +276,17 @@ def _undefine(virt: Virt, name: str, uuid: str) -> None:
 
 def remove_run_leftovers(name: str) -> list[str]:
     """libvirt leaves NAME.dev, NAME.devpts and NAME.fuse (empty directories) and NAME.sock
-    behind for every container it ever ran; thousands accumulate under churn."""
+    behind for every container it ever ran; thousands accumulate under churn. (NAME.pid too,
+    when libvirtd died while it started the container.)"""
     removed = []
     for suffix in (".dev", ".devpts", ".fuse"):
         with contextlib.suppress(OSError):
             (host.LIBVIRT_LXC_STATE / f"{name}{suffix}").rmdir()
             removed.append(f"{name}{suffix}")
-    with contextlib.suppress(OSError):
-        (host.LIBVIRT_LXC_STATE / f"{name}.sock").unlink()
-        removed.append(f"{name}.sock")
+    for suffix in (".sock", ".pid"):
+        with contextlib.suppress(OSError):
+            (host.LIBVIRT_LXC_STATE / f"{name}{suffix}").unlink()
+            removed.append(f"{name}{suffix}")
     return removed
 
 

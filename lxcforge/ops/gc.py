@@ -12,7 +12,10 @@ A name some lxcforge is working on holds its lock: gc leaves it alone."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,17 +26,20 @@ from lxcforge.config import Settings
 from lxcforge.errors import HostNotReady, InUse, LxcforgeError, NotFound
 from lxcforge.ops import addresses, repair
 from lxcforge.ops import container as container_ops
+from lxcforge.run import run
 from lxcforge.store import Store, StoreState
 from lxcforge.virt import DomainInfo, Virt
 
 log = logging.getLogger(__name__)
 
-RUN_SUFFIXES = (".dev", ".devpts", ".fuse", ".sock")
+RUN_SUFFIXES = (".dev", ".devpts", ".fuse", ".sock", ".pid")
+LIBVIRT_OWN = {"driver"}  # /run/libvirt/lxc/driver.pid is the LXC driver's own
 
 
 @dataclass(frozen=True)
 class Item:
-    # unfinished | domain | subvolume | reservation | hostsfile | lease | lock | tmp | rundir | cgroup | unmanaged
+    # unfinished | domain | subvolume | reservation | hostsfile | lease | lock | tmp | rundir | veth | cgroup
+    # | unmanaged
     kind: str
     what: str
     detail: str = ""
@@ -58,6 +64,7 @@ class _Sweep:
         self.settings, self.pool, self.virt = settings, pool, virt
         self.owner = str(settings.store)
         self.report = Report(dry_run=dry_run)
+        self.gone: set[str] = set()  # names with no domain that left something behind
 
     def found(self, item: Item, fix: Callable[[], object], lock_name: str | None = None) -> None:
         """Record an orphan and, unless this is a dry run, remove it (under the name's lock
@@ -106,6 +113,7 @@ def collect(settings: Settings, *, dry_run: bool = False) -> Report:
         _reservations(sweep, set(mine) | unfinished)
         _unmanaged(sweep, mine)
         _run_leftovers(sweep, defined)
+        _stray_veths(sweep, defined)
         if not dry_run:
             live = {d.uuid for d in virt.domains()}
             for group in cgroups.stale_groups(lambda: live):
@@ -118,6 +126,7 @@ def collect(settings: Settings, *, dry_run: bool = False) -> Report:
 def _unfinished(sweep: _Sweep) -> set[str]:
     """Names a killed `new` or `destroy` left half done (store.mark_pending): every piece goes."""
     names = set(sweep.pool.pending_names())
+    sweep.gone |= names
     for name in sorted(names):
         sweep.found(Item("unfinished", name, "a new or destroy was killed half way"),
                     partial(container_ops.destroy, sweep.settings, name, missing_ok=True, virt=sweep.virt,
@@ -142,6 +151,7 @@ def _subvolumes_without_domain(sweep: _Sweep, mine: set[str]) -> None:
         return
     for path in sorted(sweep.pool.containers.iterdir()):
         if path.name not in mine:
+            sweep.gone.add(path.name)
             sweep.found(Item("subvolume", str(path), "no domain"), partial(store.delete_tree, path),
                         lock_name=path.name)
 
@@ -156,6 +166,7 @@ def _reservations(sweep: _Sweep, mine: set[str]) -> None:
         orphans = [h for h in plan.hosts
                    if h.name and h.name not in mine and network.owned_by(h.mac, h.name, sweep.owner)]
         for entry in orphans:
+            sweep.gone.add(str(entry.name))
             sweep.found(Item("reservation", f"{entry.name} {entry.ip} on {net}", entry.mac),
                         partial(addresses.drop_addresses, sweep.virt, net, [entry]), lock_name=entry.name)
         reserved = {h.mac for h in plan.hosts} - {e.mac for e in orphans}
@@ -191,7 +202,8 @@ def _unmanaged(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metada
 
 
 def _run_leftovers(sweep: _Sweep, defined: set[str]) -> None:
-    """libvirt's NAME.dev/.devpts/.fuse/.sock for names that no domain has any more."""
+    """libvirt's NAME.dev/.devpts/.fuse/.sock/.pid for names that no domain has any more (a
+    libvirtd killed while it started a container also leaves that container's controller)."""
     try:
         entries = list(host.LIBVIRT_LXC_STATE.iterdir())
     except OSError:
@@ -199,11 +211,32 @@ def _run_leftovers(sweep: _Sweep, defined: set[str]) -> None:
     leftover: set[str] = set()
     for entry in entries:
         for suffix in RUN_SUFFIXES:
-            if entry.name.endswith(suffix) and entry.name[: -len(suffix)] not in defined:
-                leftover.add(entry.name[: -len(suffix)])
+            name = entry.name[: -len(suffix)]
+            if entry.name.endswith(suffix) and name not in defined and name not in LIBVIRT_OWN:
+                leftover.add(name)
+    sweep.gone |= leftover
     for name in sorted(leftover):
-        sweep.found(Item("rundir", f"{host.LIBVIRT_LXC_STATE}/{name}.*"),
-                    partial(container_ops.remove_run_leftovers, name))
+        sweep.found(Item("rundir", f"{host.LIBVIRT_LXC_STATE}/{name}.*"), partial(_remove_run_leftovers, name))
+
+
+def _remove_run_leftovers(name: str) -> None:
+    controller = host.lxc_controller_pid(name)
+    if controller is not None:
+        # A controller whose domain is gone runs a container nobody can manage: end both.
+        for pid in [*host.children(controller), controller]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    container_ops.remove_run_leftovers(name)
+
+
+def _stray_veths(sweep: _Sweep, defined: set[str]) -> None:
+    """The container end of a veth pair left in the host's namespace (by a libvirtd killed
+    while it started a container): it carries the container's MAC, so it is traced like a
+    reservation, and only for names no domain has."""
+    for ifname, mac in host.interfaces_with_mac_prefix(network.MAC_PREFIX):
+        owner = next((n for n in sorted(sweep.gone - defined) if network.owned_by(mac, n, sweep.owner)), None)
+        if owner is not None:
+            sweep.found(Item("veth", f"{ifname} of {owner}", mac), partial(run, ["ip", "link", "delete", ifname]))
 
 
 def _locks_and_tmp(sweep: _Sweep) -> None:
