@@ -126,11 +126,16 @@ def collect(settings: Settings, *, dry_run: bool = False) -> Report:
 def _unfinished(sweep: _Sweep) -> set[str]:
     """Names a killed `new` or `destroy` left half done (store.mark_pending): every piece goes."""
     names = set(sweep.pool.pending_names())
+    if not names:
+        return names
     sweep.gone |= names
+    # One listing and one read of each network for all of them (a kill storm leaves many).
+    listed = {d.name: d for d in sweep.virt.domains()}
+    orphans = addresses.orphaned_reservations(sweep.virt, sweep.owner, set(listed))
     for name in sorted(names):
         sweep.found(Item("unfinished", name, "a new or destroy was killed half way"),
                     partial(container_ops.destroy, sweep.settings, name, missing_ok=True, virt=sweep.virt,
-                            pool=sweep.pool, locked=True),
+                            pool=sweep.pool, locked=True, listed=listed, orphans=orphans),
                     lock_name=name)
     return names
 

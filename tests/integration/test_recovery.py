@@ -94,6 +94,7 @@ def test_kill_single_new_at_every_step_then_gc_leaves_nothing(
         assert leftovers(minimal_store, virt, net, [name]) == [], step
         again = json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)
         assert own(again["items"]) == [], (step, again)
+    assert (host.LIBVIRT_LXC_STATE / "driver.pid").exists()  # libvirt's own: never gc's
 
 
 def test_a_name_whose_new_was_killed_can_be_made_again_at_once(
