@@ -309,11 +309,14 @@ def name_lock(pool: Store, name: str) -> contextlib.AbstractContextManager[None]
 
 
 def _container(virt: Virt, info: DomainInfo, meta: domain.Metadata, settings: Settings,
-               leased: bool | None = None) -> Container:
+               leased: bool | None = None, managed: Mapping[str, bool] | None = None) -> Container:
     known = None
     if info.state == "running":
-        with contextlib.suppress(NotFound):
-            known = repair.is_managed(virt, info.name)
+        if managed is not None:
+            known = managed.get(info.name)
+        else:
+            with contextlib.suppress(NotFound):
+                known = repair.is_managed(virt, info.name)
     return Container(
         name=info.name, state=info.state, ipv4=meta.ip, mac=meta.mac, network=meta.network, base=meta.base,
         memory_bytes=domain.memory_limit_bytes(info.xml), created=meta.created,
@@ -339,6 +342,7 @@ def list_containers(settings: Settings) -> list[Container]:
     result = []
     with Virt(settings.uri) as virt:
         leases: dict[str, set[tuple[str, str]]] = {}
+        managed = repair.managed_running(virt)
         for dom in virt.domains():
             meta = domain.read_metadata(dom.xml)
             if meta is None or meta.store != str(settings.store):
@@ -350,7 +354,7 @@ def list_containers(settings: Settings) -> list[Container]:
                 except LxcforgeError:
                     leases[net] = set()
             leased = (meta.mac, meta.ip) in leases[net] if meta.mac and meta.ip else None
-            result.append(_container(virt, dom, meta, settings, leased))
+            result.append(_container(virt, dom, meta, settings, leased, managed))
     # What a killed lxcforge left half made is shown too (gc or destroy removes it); listing
     # changes nothing, so a detached store shows none.
     pool = Store.from_settings(settings)

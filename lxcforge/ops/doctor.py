@@ -110,7 +110,7 @@ def check_cgroup_hierarchies(_: Settings) -> list[Check]:
 
 
 def _check_stale_cgroups(virt: Virt) -> Check:
-    stale = cgroups.stale_groups(lambda: {d.uuid for d in virt.domains()})
+    stale = cgroups.stale_groups(virt.domain_uuids)
     if stale:
         return Check("stale cgroups", Status.WARN,
                      f"{len(stale)} cgroups of containers that no longer exist (under {cgroups.PARENT}/)",

@@ -23,7 +23,7 @@ from functools import partial
 
 from lxcforge import cgroups, dhcp, domain, host, network, store
 from lxcforge.config import Settings
-from lxcforge.errors import HostNotReady, InUse, LxcforgeError, NotFound
+from lxcforge.errors import HostNotReady, InUse, LxcforgeError
 from lxcforge.ops import addresses, repair
 from lxcforge.ops import container as container_ops
 from lxcforge.run import run
@@ -115,8 +115,7 @@ def collect(settings: Settings, *, dry_run: bool = False) -> Report:
         _run_leftovers(sweep, defined)
         _stray_veths(sweep, defined)
         if not dry_run:
-            live = {d.uuid for d in virt.domains()}
-            for group in cgroups.stale_groups(lambda: live):
+            for group in cgroups.stale_groups(virt.domain_uuids):
                 sweep.found(Item("cgroup", str(group)), partial(cgroups.remove_tree, group))
     _locks_and_tmp(sweep)
     sweep.report.seconds = time.monotonic() - started
@@ -196,12 +195,9 @@ def _withdraw(hostsdir: str, mac: str, net: str) -> None:
 
 
 def _unmanaged(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metadata]]) -> None:
+    managed = repair.managed_running(sweep.virt)
     for name in sorted(mine):
-        try:
-            managed = repair.is_managed(sweep.virt, name)
-        except NotFound:
-            continue  # removed since the listing
-        if managed is False:
+        if managed.get(name, True) is False:
             sweep.found(Item("unmanaged", name, repair.UNMANAGED), partial(repair.repair, sweep.virt, name),
                         lock_name=name)
 

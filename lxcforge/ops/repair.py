@@ -49,7 +49,16 @@ class Unmanaged(LxcforgeError):
 def is_managed(virt: Virt, name: str) -> bool | None:
     """True when libvirt knows the running container's real init pid; None when it is not
     running."""
-    seen = virt.init_namespaces(name)
+    return judge(name, virt.init_namespaces(name))
+
+
+def managed_running(virt: Virt) -> dict[str, bool]:
+    """is_managed of every running domain, from one listing (for list and gc)."""
+    return {name: judge(name, seen) is not False for name, seen in virt.running_init_namespaces().items()}
+
+
+def judge(name: str, seen: set[int] | None) -> bool | None:
+    """Whether the namespaces libvirt enters (seen) are those of the container's real init."""
     if seen is None:
         return None
     if not seen:

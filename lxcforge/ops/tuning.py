@@ -38,7 +38,7 @@ def tune(uri: str) -> Tuned:
         cgroups.mount_hierarchies(missing)
         result.cgroup_hierarchies = missing
     with Virt(uri) as virt:
-        result.stale_cgroups_removed = cgroups.remove_stale_groups(lambda: {d.uuid for d in virt.domains()})
+        result.stale_cgroups_removed = cgroups.remove_stale_groups(virt.domain_uuids)
     if result.changed:
         log.info("tuned the host: %s", result)
     return result
