@@ -230,6 +230,8 @@ class Creator:
             fixups.ssh_authorized_key(rootfs, self.options.ssh_key)
         if self.init == cgroups.WRAPPER_PATH:
             fixups.install_init_wrapper(rootfs, cgroups.WRAPPER_PATH, cgroups.WRAPPER)
+        if c.gateway is not None:
+            fixups.resolver(rootfs, str(c.gateway.ip))
         if self.options.static_ip and c.gateway is not None:
             fixups.static_address_on_eth0(rootfs, c.entry.ip, c.gateway.network.prefixlen, str(c.gateway.ip))
         faults.point("new.fixups")

@@ -22,6 +22,7 @@ DISTROS = ("fedora", "debian", "ubuntu", "minimal")
 # resolves cachedir inside the installroot; a bind mount in a private mount namespace puts
 # the store's cache there and vanishes with the process, even if it is killed).
 GUEST_CACHE = "/var/cache/lxcforge-pkgs"
+SYSUSERS_DIR = "/usr/lib/sysusers.d"
 _UNREACHABLE = re.compile(
     r"(Failed to download metadata|Cannot download repomd|Curl error|Could not resolve host|"
     r"Cannot find a valid baseurl|Failed to retrieve|Failed getting|Couldn't (resolve|download))",
@@ -93,6 +94,7 @@ def build_rootfs(request: BuildRequest, root: Path, workdir: Path, cache: Path, 
     else:
         _install_debian(request, root, cache, progress)
         stack = fixups.NetworkStack.NETWORKD
+    create_system_users(root, workdir, rpm_based=request.distro == "fedora")
     progress("applying fix-ups")
     apply_base_fixups(root, stack, request.credentials)
 
@@ -103,6 +105,7 @@ def apply_base_fixups(root: Path, stack: fixups.NetworkStack, credentials: Crede
     fixups.empty_machine_id(root)
     fixups.disable_selinux(root)
     fixups.empty_fstab(root)
+    fixups.no_build_host_resolver(root)
     if not minimal_base:  # busybox's init needs none of these
         fixups.dhcp_on_eth0(root, stack)
         fixups.mask_units(root)
@@ -134,11 +137,14 @@ def _install_fedora(request: BuildRequest, root: Path, workdir: Path, cache: Pat
     key = request.gpg_key
     gpgcheck = request.gpgcheck
     if gpgcheck and key is None:
-        key = fedora.find_gpg_key(release, request.arch)
+        try:
+            key = fedora.find_gpg_key(release, request.arch)
+        except ValueError as exc:
+            raise LxcforgeError(str(exc), hint="reinstall lxcforge, or pass --gpg-key FILE") from exc
         if key is None:
-            # Checking is on where a key is available; say loudly when it is not.
-            log.warning("no signing key for Fedora %s on this host: packages will NOT be signature-checked "
-                        "(install distribution-gpg-keys or pass --gpg-key FILE)", release)
+            # lxcforge ships the keys of 19-44; say loudly when a release has none.
+            log.warning("no signing key for Fedora %s here or shipped with lxcforge: packages will NOT be "
+                        "signature-checked (pass --gpg-key FILE, or install distribution-gpg-keys)", release)
             gpgcheck = False
     repos = fedora.with_gpg(repos, key, gpgcheck)
 
@@ -166,9 +172,16 @@ def _install_fedora(request: BuildRequest, root: Path, workdir: Path, cache: Pat
         run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
             env={"HOME": str(config_dir)}, on_line=progress)
     except CommandFailed as exc:
+        if "GPG check FAILED" in exc.stderr_tail or "signature" in exc.stderr_tail.lower() and "fail" in \
+                exc.stderr_tail.lower():
+            raise LxcforgeError(
+                f"package signatures did not verify against {key or 'the release key'}: "
+                f"{exc.stderr_tail.strip().splitlines()[-1]}",
+                hint="check that the repository is the one you meant and --gpg-key is its key "
+                "(--no-gpgcheck only for a source you trust)") from exc
         unreachable = _UNREACHABLE.search(exc.stderr_tail)
         if unreachable:
-            where = ", ".join(r.baseurl or r.metalink or r.id for r in repos)
+            where = ", ".join(url for r in repos for url in (r.baseurl, r.metalink) if url)
             raise LxcforgeError(
                 f"could not reach the Fedora mirror ({where}): {exc.stderr_tail.strip().splitlines()[-1]}",
                 hint="point at a reachable mirror with --mirror URL (the .../fedora/linux directory) "
@@ -177,6 +190,42 @@ def _install_fedora(request: BuildRequest, root: Path, workdir: Path, cache: Pat
     finally:
         _rmdir_quiet(root / GUEST_CACHE.lstrip("/"))
     _rebuild_rpmdb(release, root, host_cache, workdir, progress)
+    _keep_repositories(root, repos, key)
+
+
+def _keep_repositories(root: Path, repos: list[fedora.Repo], key: Path | None) -> None:
+    """The base's own dnf/yum gets the repositories (and key) its packages came from."""
+    files = fedora.guest_repo_files(repos)
+    if files is None:
+        return
+    for path, text in files.items():
+        safepath.write_text(root, path, text)
+    if key is not None:
+        safepath.write_text(root, fedora.GUEST_KEY, key.read_text())
+
+
+def create_system_users(root: Path, workdir: Path, *, rpm_based: bool) -> None:
+    """The system users and groups the base's packages declare in sysusers.d files.
+
+    Fedora 42 packages no longer create them in scriptlets: rpm 4.19+ does, from those files.
+    A host with an older rpm (Debian 12: 4.18) installs them without, owning their files as
+    root, and systemd's own catch-up at boot (systemd-sysusers.service) is skipped because
+    the base carries systemd's update stamps. So, as mkosi does, run systemd-sysusers
+    --root on the tree after installing; then have rpm put back the owners it could not set."""
+    declared = [name for name in safepath.regular_files(root, SYSUSERS_DIR) if name.endswith(".conf")]
+    if not declared:
+        return
+    tool = which("systemd-sysusers")
+    if tool is None:
+        log.warning("systemd-sysusers is not installed: the base's system users from sysusers.d are not created")
+        return
+    # systemd older than 254 skips the 'u!' lines newer packages write (a user whose login is
+    # locked); in a container's rootfs that is the same as 'u'.
+    text = "".join(re.sub(r"^u!(?=\s)", "u", safepath.read_text(root, f"{SYSUSERS_DIR}/{name}"), flags=re.M) + "\n"
+                   for name in sorted(declared))
+    run([tool, f"--root={root}", "-"], input=text)
+    if rpm_based:
+        run(["rpm", "--root", str(root), "--restore", "-a"], env={"HOME": str(workdir / "config")}, check=False)
 
 
 def _rmdir_quiet(path: Path) -> None:
@@ -204,7 +253,12 @@ def _rebuild_rpmdb(release: int, root: Path, host_cache: Path, workdir: Path, pr
     files = {p.name: p for p in host_cache.rglob("*.rpm")}
     missing = [n for n in names if n not in files]
     if missing:
-        log.warning("not in the package cache, not re-registered: %s", ", ".join(missing[:5]))
+        # Re-registering starts from an empty database: refuse before anything is removed.
+        raise LxcforgeError(
+            f"cannot rebuild the package database for Fedora {release} with its own rpm: {len(missing)} "
+            f"installed packages are not in the package cache {host_cache} ({', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''})",
+            hint="the package manager did not keep its downloads there; run 'lxcforge doctor' and report it")
     staging = root / "var/tmp/lxcforge-rpms"
     staging.mkdir(parents=True, exist_ok=True)
     try:

@@ -5,7 +5,9 @@ at them, so the host's /etc/yum.repos.d and /etc/dnf/dnf.conf are never read."""
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,40 @@ from lxcforge.rootfs.fixups import NetworkStack
 
 METALINK = "https://mirrors.fedoraproject.org/metalink?repo={repo}&arch={arch}"
 ARCHIVE = "https://archives.fedoraproject.org/pub/archive/fedora/linux"
-# Releases up to this one are end-of-life and live only in the archive. Raise it as Fedora
-# retires releases (or pass --mirror).
-LAST_ARCHIVED_RELEASE = 41
-GPG_KEY_DIRS = (Path("/etc/pki/rpm-gpg"), Path("/usr/share/distribution-gpg-keys/fedora"))
+# Fedora's release keys, shipped with lxcforge for hosts that have none (Debian has no
+# distribution-gpg-keys package): the primary keys of releases 19-44 as Fedora publishes
+# them (distribution-gpg-keys, keys/fedora/). Each file is checked against its pinned
+# fingerprint before use; a test checks them all.
+SHIPPED_KEYS = Path(__file__).parent / "keys"
+FEDORA_KEY_FINGERPRINTS = {
+    19: "CA81B2C85E4F4D4A1A3F723407477E65FB4B18E6",
+    20: "C7C9A9C89153F20183CE7CBA2EB161FA246110C1",
+    21: "6596B8FBABDA5227A9C5B59E89AD4E8795A43F54",
+    22: "C527EA07A9349B589C35E1BF11ADC0948E1431D5",
+    23: "EF45510680FB02326B045AFB32474CF834EC9CBA",
+    24: "5048BDBBA5E776E547B09CCC73BDE98381B46521",
+    25: "C437DCCD558A66A37D6F43724089D8F2FDB19C98",
+    26: "E641850B77DF435378D1D7E2812A6B4B64DAB85D",
+    27: "860E19B0AFA800A1751881A6F55E7430F5282EE4",
+    28: "128CF232A9371991C8A65695E08E7E629DB62FB1",
+    29: "5A03B4DD8254ECA02FDA1637A20AA56B429476B4",
+    30: "F1D8EC98F241AAF20DF69420EF3C111FCFC659B9",
+    31: "7D22D5867F2A4236474BF7B850CB390B3C3359C4",
+    32: "97A1AE57C3A2372CCA3A4ABA6C13026D12C944D0",
+    33: "963A2BEB02009608FE67EA4249FD77499570FF31",
+    34: "8C5BA6990BDB26E19F2A1A801161AE6945719A39",
+    35: "787EA6AE1147EEE56C40B30CDB4639719867C58F",
+    36: "53DED2CB922D8B8D9E63FD18999F7CBF38AB71F4",
+    37: "ACB5EE4E831C74BB7C168D27F55AD3FB5323552A",
+    38: "6A51BBABBA3D5467B6171221809A8D7CEB10B464",
+    39: "E8F23996F23218640CB44CBE75CF5AC418B8E74C",
+    40: "115DF9AEF857853EE8445D0A0727707EA15B79CC",
+    41: "466CF2D8B60BC3057AA9453ED0622462E99D6AD1",
+    42: "B0F4950458F69E1150C6C5EDC8AC4916105EF944",
+    43: "C6E7F081CF80E13146676E88829B606631645531",
+    44: "36F612DCF27F7D1A48A835E4DBFCF71C6D9F90A6",
+}
+GPG_KEY_DIRS = (Path("/etc/pki/rpm-gpg"), Path("/usr/share/distribution-gpg-keys/fedora"), SHIPPED_KEYS)
 
 # The 2013 recipe's set; see packages_for() for what each release adds.
 CORE_PACKAGES = ("systemd", "passwd", "fedora-release", "vim-minimal", "openssh-server",
@@ -46,20 +78,23 @@ def updates_path(release: int, arch: str) -> str:
 
 
 def standard_repos(release: int, arch: str, mirror: str | None = None) -> list[Repo]:
-    """fedora + updates: metalink for current releases, the archive for end-of-life ones,
-    or the same layout under --mirror."""
-    root = mirror.rstrip("/") if mirror else (ARCHIVE if release <= LAST_ARCHIVED_RELEASE else None)
-    if root is None:
+    """fedora + updates. Without --mirror, each is both Fedora's metalink and the archive's
+    tree, mirrors of one repository: a release that is still current is served by the
+    metalink's mirrors, an end-of-life one by the archive (where Fedora moves a release
+    shortly before its end of life, and where the metalink then points too). So nothing
+    here has to know which releases are retired. With --mirror, that mirror's tree."""
+    if mirror:
+        root = mirror.rstrip("/")
         return [
-            Repo("fedora", f"Fedora {release} - {arch}",
-                 metalink=METALINK.format(repo=f"fedora-{release}", arch=arch)),
-            Repo("updates", f"Fedora {release} - {arch} - Updates",
-                 metalink=METALINK.format(repo=f"updates-released-f{release}", arch=arch)),
+            Repo("fedora", f"Fedora {release} - {arch}", baseurl=f"{root}/releases/{release}/Everything/{arch}/os/"),
+            Repo("updates", f"Fedora {release} - {arch} - Updates", baseurl=f"{root}/{updates_path(release, arch)}"),
         ]
     return [
         Repo("fedora", f"Fedora {release} - {arch}",
-             baseurl=f"{root}/releases/{release}/Everything/{arch}/os/"),
-        Repo("updates", f"Fedora {release} - {arch} - Updates", baseurl=f"{root}/{updates_path(release, arch)}"),
+             baseurl=f"{ARCHIVE}/releases/{release}/Everything/{arch}/os/",
+             metalink=METALINK.format(repo=f"fedora-{release}", arch=arch)),
+        Repo("updates", f"Fedora {release} - {arch} - Updates", baseurl=f"{ARCHIVE}/{updates_path(release, arch)}",
+             metalink=METALINK.format(repo=f"updates-released-f{release}", arch=arch)),
     ]
 
 
@@ -88,12 +123,42 @@ def with_gpg(repos: list[Repo], key: Path | None, gpgcheck: bool) -> list[Repo]:
 
 
 def find_gpg_key(release: int, arch: str, dirs: Sequence[Path] = GPG_KEY_DIRS) -> Path | None:
+    """The release's signing key: the host's if it has one, else the one lxcforge ships."""
     for directory in dirs:
         for name in (f"RPM-GPG-KEY-fedora-{release}-{arch}", f"RPM-GPG-KEY-fedora-{release}-primary",
                      f"RPM-GPG-KEY-fedora-{release}"):
-            if (directory / name).is_file():
-                return directory / name
+            path = directory / name
+            if path.is_file():
+                if directory == SHIPPED_KEYS and key_fingerprint(path.read_text()) != FEDORA_KEY_FINGERPRINTS.get(
+                        release):
+                    raise ValueError(f"{path} does not match Fedora {release}'s published fingerprint")
+                return path
     return None
+
+
+def key_fingerprint(armored: str) -> str:
+    """The OpenPGP v4 fingerprint of an ASCII-armored public key: SHA-1 over 0x99, the
+    two-byte length and the body of its first (public key) packet (RFC 4880, 12.2)."""
+    lines = armored.strip().splitlines()
+    start = lines.index("-----BEGIN PGP PUBLIC KEY BLOCK-----") + 1
+    end = lines.index("-----END PGP PUBLIC KEY BLOCK-----")
+    body_lines = lines[start:end]
+    blank = body_lines.index("") if "" in body_lines else -1  # armor headers end at a blank line
+    data = base64.b64decode("".join(line for line in body_lines[blank + 1:] if not line.startswith("=")))
+    first = data[0]
+    if first & 0x40:  # new packet format
+        length, offset = data[1], 2
+        if 192 <= length < 224:
+            length, offset = ((length - 192) << 8) + data[2] + 192, 3
+        elif length == 255:
+            length, offset = int.from_bytes(data[2:6], "big"), 6
+    else:  # old format: the low two bits give the length's size
+        size = 1 << (first & 0x03)
+        length, offset = int.from_bytes(data[1:1 + size], "big"), 1 + size
+    packet = data[offset:offset + length]
+    if packet[0] != 4:
+        raise ValueError("not a version 4 key")
+    return hashlib.sha1(b"\x99" + len(packet).to_bytes(2, "big") + packet).hexdigest().upper()
 
 
 def render_repo_file(repos: list[Repo]) -> str:
@@ -111,6 +176,26 @@ def render_repo_file(repos: list[Repo]) -> str:
     return "\n".join(sections)
 
 
+# Where a base's own package manager looks for the key lxcforge checked its packages with.
+GUEST_KEY = "/etc/pki/rpm-gpg/RPM-GPG-KEY-lxcforge-fedora"
+
+
+def guest_repo_files(repos: list[Repo]) -> dict[str, str] | None:
+    """The repository files a base keeps, so its own dnf/yum uses what lxcforge used (the same
+    mirror, the archive for an end-of-life release): the stock fedora and updates files are
+    replaced by lxcforge's definitions of those ids, any other repository goes to
+    lxcforge.repo. None where a repository is a local path (file://) the guest cannot see:
+    then the distribution's own files stay."""
+    if any((r.baseurl or "").startswith("file:") for r in repos):
+        return None
+    guest = [Repo(r.id, r.name, r.baseurl, r.metalink, gpgcheck=r.gpgcheck,
+                  gpgkey=f"file://{GUEST_KEY}" if r.gpgkey else None) for r in repos]
+    files = {"/etc/yum.repos.d/fedora.repo": [r for r in guest if r.id == "fedora"],
+             "/etc/yum.repos.d/fedora-updates.repo": [r for r in guest if r.id == "updates"],
+             "/etc/yum.repos.d/lxcforge.repo": [r for r in guest if r.id not in ("fedora", "updates")]}
+    return {path: render_repo_file(chosen) for path, chosen in files.items() if chosen}
+
+
 def render_config(manager: PackageManager, reposdir: Path, cachedir: Path, logdir: Path) -> str:
     """The package manager's main configuration, so the host's is never read."""
     lines = [
@@ -126,6 +211,17 @@ def render_config(manager: PackageManager, reposdir: Path, cachedir: Path, logdi
     ]
     if manager is not PackageManager.YUM:
         lines.append("install_weak_deps=False")
+    if manager is PackageManager.DNF5:
+        # Said in the file itself, for whoever reads a build's configuration. Without the
+        # first, packages would stay in the base and every rebuild would download them again.
+        lines += [
+            "# dnf5 as root replaces cachedir with system_cachedir (libdnf5 conf/config_main.cpp,",
+            "# dnf5-caching(7)): both name the store's cache",
+            f"system_cachedir={cachedir}",
+            "# dnf5 loads filelists only when asked (dnf5.conf(5) optional_metadata_types):",
+            "# older releases have file dependencies",
+            "optional_metadata_types=filelists",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -171,13 +267,33 @@ def install_argv(
         f"--setopt=reposdir={reposdir}",
     ]
     if manager is PackageManager.DNF5:
-        argv.append("--use-host-config")  # our --config, not one from inside the installroot
+        # dnf5 reads --config from the host path as given (dnf5-installroot(7)); no
+        # --use-host-config, which would also read the host's drop-ins, vars and overrides.
+        # Paths set on the command line are not prefixed with the installroot: its log stays
+        # beside our configuration instead of in the base.
+        argv.append(f"--setopt=logdir={config.parent}")
     if manager is not PackageManager.YUM:
         argv.append("--setopt=install_weak_deps=False")
         if arch != host_arch:
             argv.append(f"--forcearch={arch}")
     argv += ["install", *packages]
     return argv
+
+
+# Why each dnf5-specific argument is there, by its prefix (shown beside the argv in tests).
+DNF5_NOTES = {
+    "--config=": "dnf5-installroot(7): --config is read from the host path given, so no --use-host-config",
+    "--setopt=logdir=": "dnf5-installroot(7): paths set on the command line are not prefixed with the installroot",
+}
+
+
+def annotated(argv: Sequence[str], notes: dict[str, str]) -> str:
+    """argv one per line, with the note of each argument that has one."""
+    lines = []
+    for arg in argv:
+        note = next((text for prefix, text in notes.items() if arg.startswith(prefix)), None)
+        lines.append(f"{arg}  # {note}" if note else arg)
+    return "\n".join(lines) + "\n"
 
 
 def choose_manager(available: dict[str, str | None]) -> tuple[PackageManager, str] | None:

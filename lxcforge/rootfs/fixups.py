@@ -253,6 +253,31 @@ def mask_generators(root: Path, generators: tuple[str, ...] = MASKED_GENERATORS)
         safepath.symlink(root, f"/etc/systemd/system-generators/{generator}", "/dev/null")
 
 
+RESOLV_CONF = "/etc/resolv.conf"
+NO_RESOLVER = "# lxcforge writes each container's resolver here: its network's gateway (libvirt's dnsmasq)\n"
+
+
+def no_build_host_resolver(root: Path) -> bool:
+    """A base must not carry the resolver of the host that built it (debootstrap copies the
+    host's /etc/resolv.conf): each container gets its own network's (resolver()). A symlink
+    (systemd-resolved's stub) is the distribution's own arrangement and stays."""
+    if safepath.is_symlink(root, RESOLV_CONF) or not safepath.exists(root, RESOLV_CONF):
+        return False
+    safepath.write_text(root, RESOLV_CONF, NO_RESOLVER)
+    return True
+
+
+def resolver(root: Path, nameserver: str) -> bool:
+    """The container resolves through its network's DNS: libvirt's dnsmasq on the gateway
+    answers for the internet (NAT networks) and, by name, for every container that holds a
+    reservation there. Left alone where /etc/resolv.conf is a symlink (systemd-resolved,
+    which takes the DNS server from DHCP itself)."""
+    if safepath.is_symlink(root, RESOLV_CONF):
+        return False
+    safepath.write_text(root, RESOLV_CONF, f"nameserver {nameserver}\n")
+    return True
+
+
 def hostname(root: Path, name: str) -> None:
     safepath.write_text(root, "/etc/hostname", name + "\n")
 

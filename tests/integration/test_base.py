@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from lxcforge import store
+from lxcforge.errors import LxcforgeError
+from lxcforge.rootfs import build
 from lxcforge.store import Store
 from tests.integration.conftest import TEST_PASSWORD, lxcforge
+from tests.support import fedora_repo
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBaseTestKeyOnlyForTests lxcforge-test"
 
@@ -210,3 +213,131 @@ posix.symlink("{victim}", "/etc/securetty")
         (out / rpm.name).symlink_to(rpm)
     subprocess.run(["createrepo_c", "--quiet", str(out)], check=True, capture_output=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def signing() -> tuple[Path, Path]:
+    return fedora_repo.signing_key()
+
+
+def build_f42(pool: Store, repo: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return lxcforge(pool.root, "base", "--release", "42", "--repo", f"file://{repo}", *extra)
+
+
+def test_signatures_are_checked_accepted_with_the_right_key_refused_otherwise(
+    loop_store: Store, signing: tuple[Path, Path]
+) -> None:
+    home, public = signing
+    signed = fedora_repo.build_repo(42, signed_by=home)
+    unsigned = fedora_repo.build_repo(42)
+    _other_home, other_public = fedora_repo.signing_key(name="some other key")
+    ok = build_f42(loop_store, signed, "--gpg-key", str(public), "--name", "signed")
+    assert ok.returncode == 0, ok.stderr
+    assert "NOT be signature-checked" not in ok.stderr
+    for repo, key, name in ((signed, other_public, "wrong-key"), (unsigned, public, "unsigned")):
+        refused = build_f42(loop_store, repo, "--gpg-key", str(key), "--name", name)
+        assert refused.returncode == 1, (name, refused.stderr)
+        assert "signatures did not verify" in refused.stderr and "hint:" in refused.stderr, refused.stderr
+        assert not loop_store.base_path(name).exists()
+    assert list(loop_store.tmp.iterdir()) == []
+
+
+def test_system_users_declared_only_in_sysusers_d_exist_and_own_their_files(
+    loop_store: Store, signing: tuple[Path, Path]
+) -> None:
+    repo = fedora_repo.build_repo(42, signed_by=signing[0], sysusers=True)
+    made = build_f42(loop_store, repo, "--gpg-key", str(signing[1]), "--packages", "lxtest-sysusers")
+    assert made.returncode == 0, made.stderr
+    base = loop_store.base_path("fedora-42")
+    users = {line.split(":")[0]: line.split(":") for line in (base / "etc/passwd").read_text().splitlines()}
+    assert fedora_repo.SYSUSER in users, "the sysusers.d user was not created"
+    owner = (base / fedora_repo.SYSUSER_FILE).stat()
+    assert owner.st_uid == int(users[fedora_repo.SYSUSER][2]) != 0, "its file is still owned by root"
+
+
+def test_sysusers_step_on_a_tree(tmp_path: Path) -> None:
+    """What the base build adds: without it, rpm 4.18 leaves a sysusers.d-only user missing."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    (root / "usr/lib/sysusers.d").mkdir(parents=True)
+    (root / "usr/lib/sysusers.d/lxtest.conf").write_text(fedora_repo.SYSUSERS_CONF)
+    assert "lxtest" not in (root / "etc/passwd").read_text()  # the broken state
+    (tmp_path / "work" / "config").mkdir(parents=True)
+    build.create_system_users(root, tmp_path / "work", rpm_based=False)
+    assert "lxtest:" in (root / "etc/passwd").read_text()  # 'u!' understood by the host's older systemd too
+    assert "lxtest:" in (root / "etc/group").read_text()
+
+
+@pytest.fixture
+def mirror_on_loopback(tmp_path: Path, signing: tuple[Path, Path]) -> Iterator[str]:
+    """A Fedora-shaped release 19 laid out as a mirror (releases/ and updates/), served over
+    HTTP on loopback."""
+    import functools
+    import http.server
+    import shutil as sh
+
+    root = tmp_path / "mirror"
+    sh.copytree(fedora_repo.build_repo(19, signed_by=signing[0]), root / "releases/19/Everything/x86_64/os")
+    updates = root / "updates/19/x86_64"
+    updates.mkdir(parents=True)
+    subprocess.run(["createrepo_c", "--quiet", str(updates)], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_base_keeps_the_mirror_and_key_it_was_built_from(
+    loop_store: Store, mirror_on_loopback: str, signing: tuple[Path, Path]
+) -> None:
+    made = lxcforge(loop_store.root, "base", "--release", "19", "--mirror", mirror_on_loopback,
+                    "--gpg-key", str(signing[1]))
+    assert made.returncode == 0, made.stderr
+    base = loop_store.base_path("fedora-19")
+    fedora_repo_file = (base / "etc/yum.repos.d/fedora.repo").read_text()
+    assert f"baseurl={mirror_on_loopback}releases/19/Everything/x86_64/os/" in fedora_repo_file
+    assert "metalink" not in fedora_repo_file and "gpgcheck=1" in fedora_repo_file
+    updates = (base / "etc/yum.repos.d/fedora-updates.repo").read_text()
+    assert f"baseurl={mirror_on_loopback}updates/19/x86_64/" in updates
+    assert (base / "etc/pki/rpm-gpg/RPM-GPG-KEY-lxcforge-fedora").read_text() == signing[1].read_text()
+    # A base from local directories keeps the distribution's own files: the guest cannot see them.
+    local = lxcforge(loop_store.root, "base", "--release", "19", "--name", "local", "--repo",
+                     f"file://{fedora_repo.build_repo(19, signed_by=signing[0])}", "--gpg-key", str(signing[1]))
+    assert local.returncode == 0, local.stderr
+    assert not (loop_store.base_path("local") / "etc/yum.repos.d/fedora.repo").exists()
+
+
+def test_rpmdb_rebuild_refuses_before_removing_anything_when_a_package_is_not_cached(
+    loop_store: Store, fedora_repo19: Path, tmp_path: Path
+) -> None:
+    """Fedora < 33 reads only a Berkeley DB: the host's database is re-registered with the
+    guest's rpm from the package cache. With a package missing from it, nothing is removed."""
+    assert build_f19(loop_store, fedora_repo19).returncode == 0
+    root = loop_store.tmp / "rpmdb-check"
+    store.snapshot(loop_store.base_path("fedora-19"), root)
+    try:
+        (root / "usr/bin/rpm").write_text("#!/bin/sh\nexit 0\n")  # the guest's own rpm, for the plan
+        (root / "usr/bin/rpm").chmod(0o755)
+        dbpath = root / "var/lib/rpm"
+        before = sorted(p.name for p in dbpath.iterdir())
+        assert before
+        work = tmp_path / "work"
+        (work / "config").mkdir(parents=True)
+        (work / "config/.rpmmacros").write_text("%_dbpath /var/lib/rpm\n")
+        empty_cache = tmp_path / "cache"
+        empty_cache.mkdir()
+        host_backend = subprocess.run(["rpm", "--eval", "%{?_db_backend}"], capture_output=True, text=True).stdout
+        assert host_backend.strip() == "sqlite"  # Debian 12's and current Fedora's rpm
+        with pytest.raises(LxcforgeError) as refused:
+            build._rebuild_rpmdb(19, root, empty_cache, work, lambda _line: None)
+        assert "not in the package cache" in refused.value.message and refused.value.hint
+        assert sorted(p.name for p in dbpath.iterdir()) == before
+    finally:
+        store.delete_tree(root)

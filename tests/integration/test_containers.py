@@ -11,12 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lxcforge import dhcp, network, store
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 from tests.integration.conftest import TEST_PASSWORD, lxcforge
 from tests.integration.console import console_login
+from tests.support import fedora_repo
 
 
 def wait_running(pool: Store, name: str, timeout: float = 60) -> str:
@@ -67,6 +70,10 @@ def test_debian_containers_boot_clean_with_their_reserved_addresses(
         assert link == made[name]["mac"]
         assert lxcforge(cached_pool.root, "exec", name, "--", "hostname").stdout.strip() == name
         machine_ids.add(lxcforge(cached_pool.root, "exec", name, "--", "cat", "/etc/machine-id").stdout.strip())
+    # Each resolves the other by name through the network's DNS, not the build host's resolver.
+    for name, other in ((names[0], names[1]), (names[1], names[0])):
+        found = lxcforge(cached_pool.root, "exec", name, "--", "getent", "hosts", other).stdout.split()
+        assert found[:1] == [made[other]["ipv4"]], (name, other, found)
     assert len(machine_ids) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", m) for m in machine_ids)
     assert made[names[0]]["mac"] != made[names[1]]["mac"]
 
@@ -122,22 +129,33 @@ def test_console_root_login_needs_the_securetty_fixup(
             store.delete_tree(cached_pool.base_path(base))
 
 
-def test_fedora_shaped_base_boots_and_gets_its_lease(
-    loop_store: Store, fedora_repo19: Path, session_network: str, unique: str, virt: Virt
+@pytest.mark.parametrize("release", [19, 42])
+def test_fedora_shaped_bases_boot_lease_resolve_a_neighbour_and_log_root_in(
+    loop_store: Store, session_network: str, unique: str, release: int, password_file: Path
 ) -> None:
-    built = lxcforge(loop_store.root, "base", "--release", "19", "--repo", f"file://{fedora_repo19}",
-                     "--no-gpgcheck")
+    """Signed packages checked with their key; at 42, a user that only a sysusers.d file
+    declares; each container resolves its neighbour through the network's DNS; root logs in
+    on the console (the base's securetty and pam_securetty, the password as a hash)."""
+    home, public = fedora_repo.signing_key()
+    repo = fedora_repo.build_repo(release, signed_by=home, sysusers=release >= 42)
+    extra = ["--packages", "lxtest-sysusers"] if release >= 42 else []
+    built = lxcforge(loop_store.root, "base", "--release", str(release), "--repo", f"file://{repo}",
+                     "--gpg-key", str(public), "--root-password-file", str(password_file), *extra)
     assert built.returncode == 0, built.stderr
-    name = f"t{unique}-f19"
+    names = [f"t{unique}-f{release}a", f"t{unique}-f{release}b"]
     try:
-        result = new(loop_store, [name], "--network", session_network)
+        result = new(loop_store, names, "--network", session_network)
         assert result.returncode == 0, result.stderr
-        made = json.loads(result.stdout)["created"][0]
-        assert made["leased"] is True and made["base"] == "fedora-19"
-        log = lxcforge(loop_store.root, "exec", name, "--", "cat", "/run/init.log").stdout
-        assert f"lease of {made['ipv4']} obtained" in log
+        made = {c["name"]: c for c in json.loads(result.stdout)["created"]}
+        assert all(c["leased"] is True and c["base"] == f"fedora-{release}" for c in made.values())
+        log = lxcforge(loop_store.root, "exec", names[0], "--", "cat", "/run/init.log").stdout
+        assert f"lease of {made[names[0]]['ipv4']} obtained" in log
+        answer = lxcforge(loop_store.root, "exec", names[0], "--", "nslookup", names[1])
+        assert made[names[1]]["ipv4"] in answer.stdout, answer.stdout + answer.stderr
+        ok, transcript = console_login(str(loop_store.root), names[1], "root", TEST_PASSWORD)
+        assert ok, transcript
     finally:
-        lxcforge(loop_store.root, "destroy", "--missing-ok", name)
+        lxcforge(loop_store.root, "destroy", "--missing-ok", *names)
 
 
 def test_exec_stop_start_destroy(

@@ -17,18 +17,27 @@ def argv(manager: PackageManager, release: int, arch: str = "x86_64") -> list[st
                                packages=fedora.packages_for(release), host_arch="x86_64")
 
 
-def test_current_release_uses_metalink() -> None:
-    repos = fedora.standard_repos(43, "x86_64")
-    assert [r.id for r in repos] == ["fedora", "updates"]
-    assert repos[0].metalink == "https://mirrors.fedoraproject.org/metalink?repo=fedora-43&arch=x86_64"
-    assert repos[1].metalink == "https://mirrors.fedoraproject.org/metalink?repo=updates-released-f43&arch=x86_64"
-
-
-def test_release_19_uses_the_archive_layout() -> None:
-    repos = fedora.standard_repos(19, "x86_64")
-    assert repos[0].baseurl == fedora.ARCHIVE + "/releases/19/Everything/x86_64/os/"
-    assert repos[1].baseurl == fedora.ARCHIVE + "/updates/19/x86_64/"
+def test_every_release_is_the_metalink_and_the_archive_with_no_list_of_retired_releases() -> None:
+    for release in (19, 43, 60):
+        repos = fedora.standard_repos(release, "x86_64")
+        assert [r.id for r in repos] == ["fedora", "updates"]
+        assert repos[0].metalink == f"https://mirrors.fedoraproject.org/metalink?repo=fedora-{release}&arch=x86_64"
+        assert repos[1].metalink == (
+            f"https://mirrors.fedoraproject.org/metalink?repo=updates-released-f{release}&arch=x86_64")
+        assert repos[0].baseurl == fedora.ARCHIVE + f"/releases/{release}/Everything/x86_64/os/"
+    assert fedora.standard_repos(19, "x86_64")[1].baseurl == fedora.ARCHIVE + "/updates/19/x86_64/"
     assert fedora.standard_repos(30, "x86_64")[1].baseurl == fedora.ARCHIVE + "/updates/30/Everything/x86_64/"
+
+
+def test_the_guest_keeps_the_repositories_its_packages_came_from() -> None:
+    mirror = fedora.with_gpg(fedora.standard_repos(19, "x86_64", mirror="http://mirror.example/fedora/linux"),
+                             Path("/k"), gpgcheck=True)
+    files = fedora.guest_repo_files(mirror + [Repo("extra", "extra", baseurl="http://e/")])
+    assert files is not None
+    assert_golden("guest-fedora-19-mirror.repo", "".join(f"# {path}\n{text}" for path, text in files.items()))
+    assert f"gpgkey=file://{fedora.GUEST_KEY}" in files["/etc/yum.repos.d/fedora.repo"]
+    local = fedora.apply_repo_options(fedora.standard_repos(19, "x86_64"), ["file:///srv/f19"])
+    assert fedora.guest_repo_files(local) is None  # the guest cannot see the host's directory
 
 
 def test_mirror_points_the_standard_layout_elsewhere() -> None:
@@ -56,6 +65,21 @@ def test_repo_file_golden() -> None:
     assert_golden("fedora-19.repo", fedora.render_repo_file(repos))
 
 
+@pytest.mark.parametrize("manager", list(PackageManager))
+def test_config_golden(manager: PackageManager) -> None:
+    assert_golden(f"{manager.value}.conf", fedora.render_config(manager, REPOS, Path("/var/cache/lxcforge-pkgs"),
+                                                               Path("/var/log")))
+
+
+def test_dnf5_settings_that_dnf5_needs() -> None:
+    conf = fedora.render_config(PackageManager.DNF5, REPOS, Path("/var/cache/lxcforge-pkgs"), Path("/var/log"))
+    # As root, dnf5 takes system_cachedir over cachedir: both must name the store's cache.
+    assert "cachedir=/var/cache/lxcforge-pkgs" in conf and "system_cachedir=/var/cache/lxcforge-pkgs" in conf
+    assert "optional_metadata_types=filelists" in conf
+    args = argv(PackageManager.DNF5, 43)
+    assert "--use-host-config" not in args and f"--setopt=logdir={CONF.parent}" in args
+
+
 def test_config_never_points_at_host_repos() -> None:
     conf = fedora.render_config(PackageManager.DNF, REPOS, Path("/var/cache/x"), Path("/var/log"))
     assert f"reposdir={REPOS}" in conf and "keepcache=1" in conf and "install_weak_deps=False" in conf
@@ -65,7 +89,8 @@ def test_config_never_points_at_host_repos() -> None:
 @pytest.mark.parametrize("manager", list(PackageManager))
 @pytest.mark.parametrize("release", [19, 43])
 def test_install_argv_golden(manager: PackageManager, release: int) -> None:
-    assert_golden(f"install-{manager.value}-{release}.argv", "\n".join(argv(manager, release)) + "\n")
+    notes = fedora.DNF5_NOTES if manager is PackageManager.DNF5 else {}
+    assert_golden(f"install-{manager.value}-{release}.argv", fedora.annotated(argv(manager, release), notes))
 
 
 def test_install_argv_essentials() -> None:
@@ -119,3 +144,19 @@ def test_debootstrap_argv() -> None:
     ubuntu = debian.debootstrap_argv("ubuntu", "noble", Path("/r"), arch="x86_64", mirror="http://m/ubuntu",
                                      cache_dir=Path("/c"), gpgcheck=False)
     assert "--components=main,universe" in ubuntu and "--no-check-gpg" in ubuntu and ubuntu[-1] == "http://m/ubuntu"
+
+
+def test_shipped_keys_are_fedoras_published_ones() -> None:
+    for release in range(19, 45):
+        key = fedora.SHIPPED_KEYS / f"RPM-GPG-KEY-fedora-{release}-primary"
+        assert fedora.key_fingerprint(key.read_text()) == fedora.FEDORA_KEY_FINGERPRINTS[release], release
+    # The fingerprint Fedora publishes for 43 (fedoraproject.org/security), computed, not copied.
+    assert fedora.FEDORA_KEY_FINGERPRINTS[43] == "C6E7F081CF80E13146676E88829B606631645531"
+
+
+def test_a_host_without_keys_uses_the_shipped_one_and_a_tampered_one_is_refused(tmp_path: Path) -> None:
+    assert fedora.find_gpg_key(19, "x86_64", [tmp_path / "none", fedora.SHIPPED_KEYS]) == (
+        fedora.SHIPPED_KEYS / "RPM-GPG-KEY-fedora-19-primary")
+    assert fedora.find_gpg_key(12, "x86_64", [fedora.SHIPPED_KEYS]) is None
+    other = (fedora.SHIPPED_KEYS / "RPM-GPG-KEY-fedora-20-primary").read_text()
+    assert fedora.key_fingerprint(other) != fedora.FEDORA_KEY_FINGERPRINTS[19]

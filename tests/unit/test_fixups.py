@@ -286,3 +286,22 @@ def test_regular_files_never_follows_a_symlinked_directory(rootfs: Path, tmp_pat
     assert safepath.regular_files(rootfs, "/lib") == []
     assert safepath.regular_files(rootfs, "/usr/lib/systemd/system") == [
         "systemd-networkd.service", "systemd-networkd.socket"]
+
+
+def test_a_base_does_not_keep_the_build_hosts_resolver(rootfs: Path) -> None:
+    (rootfs / "etc/resolv.conf").write_text("nameserver 10.9.8.7\nsearch build-host.example\n")
+    assert fixups.no_build_host_resolver(rootfs) is True
+    assert "nameserver" not in (rootfs / "etc/resolv.conf").read_text()
+    (rootfs / "etc/resolv.conf").unlink()
+    (rootfs / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    assert fixups.no_build_host_resolver(rootfs) is False  # systemd-resolved's: left as it is
+    assert os.readlink(rootfs / "etc/resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+
+
+def test_each_container_resolves_through_its_networks_gateway(rootfs: Path, outside: Path) -> None:
+    assert fixups.resolver(rootfs, "10.40.0.1") is True
+    assert (rootfs / "etc/resolv.conf").read_text() == "nameserver 10.40.0.1\n"
+    (rootfs / "etc/resolv.conf").unlink()
+    (rootfs / "etc/resolv.conf").symlink_to(outside)  # hostile, or systemd-resolved's: never followed
+    assert fixups.resolver(rootfs, "10.40.0.1") is False
+    assert outside.read_text() == "host content\n"
