@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.churn import free_subnet, lxcforge  # noqa: E402
-from bench.initpid import cpu_model  # noqa: E402
+from bench.churn import lxcforge  # noqa: E402
+from bench.scratch import host_line, minimal_store  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,15 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="lxcforge-gc-"))
-    store = work / "store"
-    net = f"lxfg-{os.urandom(2).hex()}"
-    print(f"host: {cpu_model()}, {os.cpu_count()} cores")
-    try:
-        if lxcforge(store, "network", "create", net, "--subnet", free_subnet(21), "--isolated").returncode:
-            return 1
-        if lxcforge(store, "base", "--distro", "minimal", "--release", "1").returncode:
-            return 1
+    print(host_line())
+    with minimal_store("gc", 21) as (store, net):
         made = lxcforge(store, "new", "--count", str(args.count), "--prefix", "g", "--network", net, "--json",
                         "--timeout", "300", "--tune-host")
         print(f"made {json.loads(made.stdout)['succeeded']} containers")
@@ -52,12 +43,6 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
                 print(f"gc {' '.join(mode) or '(real)'}: {wall:.2f} s wall (inside: {result['seconds']:.2f} s), "
                       f"{cpu:.2f} CPU-s, found {len(result['items'])}")
-    finally:
-        lxcforge(store, "destroy", "--all", "--missing-ok")
-        lxcforge(store, "network", "rm", net)
-        lxcforge(store, "store", "detach")
-        (work / "store.img").unlink(missing_ok=True)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(work)])
     return 0
 
 

@@ -14,25 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.churn import free_subnet, lxcforge  # noqa: E402
+from bench.churn import lxcforge  # noqa: E402
+from bench.scratch import host_line, minimal_store  # noqa: E402
 from lxcforge.ops import repair  # noqa: E402
 from lxcforge.virt import Virt  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,44 +32,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="lxcforge-initpid-"))
-    store = work / "store"
-    net = f"lxfp-{os.urandom(2).hex()}"
     bad = 0
-    print(f"host: {cpu_model()}, {os.cpu_count()} cores")
-    with Virt() as virt:
-        if lxcforge(store, "network", "create", net, "--subnet", free_subnet(22), "--isolated").returncode:
-            return 1
-        try:
-            if lxcforge(store, "base", "--distro", "minimal", "--release", "1").returncode:
-                return 1
-            for round_ in range(1, args.rounds + 1):
-                prefix = f"p{round_}-"
-                cpu0 = os.times()
-                made = lxcforge(store, "new", "--count", str(args.count), "--prefix", prefix, "--network", net,
-                                "--json", "--timeout", "120")
-                summary = json.loads(made.stdout)
-                names = [c["name"] for c in summary["created"]]
-                unmanaged = [n for n in names if repair.is_managed(virt, n) is not True]
-                t = time.monotonic()
-                stopped = lxcforge(store, "stop", "--all", "--json")
-                stop_seconds = time.monotonic() - t
-                forced = stopped.stderr.count("forcing it off")
-                cpu1 = os.times()
-                host_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
-                print(f"round {round_}: new {summary['succeeded']}/{summary['total']} in {summary['seconds']:.1f} s, "
-                      f"repaired {summary['repaired']}, failed {len(summary['failed'])}; "
-                      f"not fully managed afterwards: {len(unmanaged)}; "
-                      f"check p50 {summary['phase_p50_ms'].get('managed')} ms; "
-                      f"stop --all {stop_seconds:.1f} s, forced off {forced}; lxcforge CPU {host_cpu:.1f} s")
-                bad += len(unmanaged) + forced + len(summary["failed"])
-                lxcforge(store, "destroy", "--all")
-        finally:
-            lxcforge(store, "destroy", "--all", "--missing-ok")
-            lxcforge(store, "network", "rm", net)
-            lxcforge(store, "store", "detach")
-            (work / "store.img").unlink(missing_ok=True)
-            subprocess.run(["rm", "-rf", "--one-file-system", str(work)])
+    print(host_line())
+    with Virt() as virt, minimal_store("initpid", 22) as (store, net):
+        for round_ in range(1, args.rounds + 1):
+            prefix = f"p{round_}-"
+            cpu0 = os.times()
+            made = lxcforge(store, "new", "--count", str(args.count), "--prefix", prefix, "--network", net,
+                            "--json", "--timeout", "120")
+            summary = json.loads(made.stdout)
+            names = [c["name"] for c in summary["created"]]
+            unmanaged = [n for n in names if repair.is_managed(virt, n) is not True]
+            t = time.monotonic()
+            stopped = lxcforge(store, "stop", "--all", "--json")
+            stop_seconds = time.monotonic() - t
+            forced = stopped.stderr.count("forcing it off")
+            cpu1 = os.times()
+            host_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
+            print(f"round {round_}: new {summary['succeeded']}/{summary['total']} in {summary['seconds']:.1f} s, "
+                  f"repaired {summary['repaired']}, failed {len(summary['failed'])}; "
+                  f"not fully managed afterwards: {len(unmanaged)}; "
+                  f"check p50 {summary['phase_p50_ms'].get('managed')} ms; "
+                  f"stop --all {stop_seconds:.1f} s, forced off {forced}; lxcforge CPU {host_cpu:.1f} s")
+            bad += len(unmanaged) + forced + len(summary["failed"])
+            lxcforge(store, "destroy", "--all")
     return 1 if bad else 0
 
 

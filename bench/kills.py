@@ -17,14 +17,14 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.churn import free_subnet, leaks, lxcforge  # noqa: E402
+from bench.churn import leaks, lxcforge  # noqa: E402
+from bench.scratch import minimal_store  # noqa: E402
 from lxcforge import network  # noqa: E402
 from lxcforge.virt import Virt  # noqa: E402
 
@@ -52,46 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
 
-    work = Path(tempfile.mkdtemp(prefix="lxcforge-kills-"))
-    store = work / "store"
-    net = f"lxfk-{os.urandom(2).hex()}"
     prefix = f"kill{os.urandom(2).hex()}-"
     kinds: dict[str, int] = {}
     started = time.monotonic()
-    with Virt() as virt:
-        if lxcforge(store, "network", "create", net, "--subnet", free_subnet(), "--isolated").returncode:
-            return 1
-        try:
-            if lxcforge(store, "base", "--distro", "minimal", "--release", "1").returncode:
-                return 1
-            base = [sys.executable, "-m", "lxcforge", "--store", str(store)]
-            for i in range(args.kills):
-                kind = rng.choice(["new", "bulk", "destroy"])
-                existing = [d.name for d in virt.domains() if d.name.startswith(prefix)]
-                if kind == "destroy" and existing:
-                    argv = base + ["destroy", *rng.sample(existing, min(len(existing), rng.randint(1, 4)))]
-                elif kind == "bulk":
-                    argv = base + ["new", "--count", "6", "--prefix", f"{prefix}{i}-", "--network", net]
-                else:
-                    kind = "new"
-                    argv = base + ["new", f"{prefix}{rng.randint(0, 20)}", "--network", net]
-                kinds[kind] = kinds.get(kind, 0) + 1
-                process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                                           env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
-                time.sleep(rng.uniform(0.05, 1.2))
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-            collected = json.loads(lxcforge(store, "gc", "--json").stdout)
-            left = orphans(store, net, prefix, virt)
-            kept = len([d for d in virt.domains() if d.name.startswith(prefix)])
-            lxcforge(store, "destroy", "--all", "--missing-ok")
-            leaked = leaks(store, net, prefix, virt, set())
-        finally:
-            lxcforge(store, "destroy", "--all", "--missing-ok")
-            lxcforge(store, "network", "rm", net)
-            lxcforge(store, "store", "detach")
-            (work / "store.img").unlink(missing_ok=True)
-            subprocess.run(["rm", "-rf", "--one-file-system", str(work)])
+    with Virt() as virt, minimal_store("kills") as (store, net):
+        base = [sys.executable, "-m", "lxcforge", "--store", str(store)]
+        for i in range(args.kills):
+            kind = rng.choice(["new", "bulk", "destroy"])
+            existing = [d.name for d in virt.domains() if d.name.startswith(prefix)]
+            if kind == "destroy" and existing:
+                argv = base + ["destroy", *rng.sample(existing, min(len(existing), rng.randint(1, 4)))]
+            elif kind == "bulk":
+                argv = base + ["new", "--count", "6", "--prefix", f"{prefix}{i}-", "--network", net]
+            else:
+                kind = "new"
+                argv = base + ["new", f"{prefix}{rng.randint(0, 20)}", "--network", net]
+            kinds[kind] = kinds.get(kind, 0) + 1
+            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                                       env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+            time.sleep(rng.uniform(0.05, 1.2))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        collected = json.loads(lxcforge(store, "gc", "--json").stdout)
+        left = orphans(store, net, prefix, virt)
+        kept = len([d for d in virt.domains() if d.name.startswith(prefix)])
+        lxcforge(store, "destroy", "--all", "--missing-ok")
+        leaked = leaks(store, net, prefix, virt, set())
     by_kind: dict[str, int] = {}
     for item in collected["items"]:
         by_kind[item["kind"]] = by_kind.get(item["kind"], 0) + 1

@@ -72,6 +72,18 @@ def minimal_store(loop_store: Store) -> Store:
 
 
 @pytest.fixture
+def minimal_net(virt: Virt, minimal_store: Store, unique: str) -> Iterator[str]:
+    """An isolated network for minimal_store's containers; they, and whatever an interrupted
+    lxcforge left of them, are removed before the network."""
+    with isolated_network(virt, f"lxm-{unique}") as name:
+        try:
+            yield name
+        finally:
+            lxcforge(minimal_store.root, "destroy", "--all", "--missing-ok")
+            lxcforge(minimal_store.root, "gc")
+
+
+@pytest.fixture
 def test_network(virt: Virt, unique: str) -> Iterator[str]:
     with isolated_network(virt, f"lxft-{unique}") as name:
         yield name

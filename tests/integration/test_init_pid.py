@@ -11,14 +11,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import isolated_network, lxcforge
+from tests.integration.conftest import lxcforge
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -26,12 +25,8 @@ HOST_WIDE = ("rundir", "cgroup")  # gc finds these for any gone domain of the ho
 
 
 @pytest.fixture
-def net(virt: Virt, minimal_store: Store, unique: str) -> Iterator[str]:
-    with isolated_network(virt, f"lxp-{unique}") as name:
-        try:
-            yield name
-        finally:
-            lxcforge(minimal_store.root, "destroy", "--all", "--missing-ok")
+def net(minimal_net: str) -> str:
+    return minimal_net
 
 
 def steal_init_event(name: str) -> subprocess.Popen[str]:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from lxcforge import dhcp, faults, host, network
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import isolated_network, lxcforge
+from tests.integration.conftest import lxcforge
 
 REPO = Path(__file__).resolve().parents[2]
 LIBVIRTD = REPO / "vagrant" / "libvirtd.sh"
@@ -30,13 +29,8 @@ def own(items: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def net(virt: Virt, minimal_store: Store, unique: str) -> Iterator[str]:
-    with isolated_network(virt, f"lxr-{unique}") as name:
-        try:
-            yield name
-        finally:
-            lxcforge(minimal_store.root, "destroy", "--all", "--missing-ok")
-            lxcforge(minimal_store.root, "gc")
+def net(minimal_net: str) -> str:
+    return minimal_net
 
 
 def leftovers(pool: Store, virt: Virt, net: str, names: list[str], running: int = 0) -> list[str]:
