@@ -13,23 +13,36 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lxcforge import config
 from lxcforge.errors import LxcforgeError
-from lxcforge.ops import base as base_ops
-from lxcforge.ops import bulk as bulk_ops
-from lxcforge.ops import container as container_ops
-from lxcforge.ops import doctor as doctor_ops
-from lxcforge.ops import networks as network_ops
-from lxcforge.ops import tuning
-from lxcforge.rootfs.build import BuildRequest
-from lxcforge.store import Store
+from lxcforge.lazy import lazy_module
+
+# Each command loads only what it uses: `list` needs libvirt, not btrfs, dnf or the
+# package builders (a command's start-up is paid on every call; see BENCHMARKS.md).
+if TYPE_CHECKING:
+    from lxcforge import store as store_module
+    from lxcforge.ops import base as base_ops
+    from lxcforge.ops import bulk as bulk_ops
+    from lxcforge.ops import container as container_ops
+    from lxcforge.ops import doctor as doctor_ops
+    from lxcforge.ops import networks as network_ops
+    from lxcforge.ops import tuning
+    from lxcforge.rootfs import build
+else:
+    base_ops = lazy_module("lxcforge.ops.base")
+    bulk_ops = lazy_module("lxcforge.ops.bulk")
+    container_ops = lazy_module("lxcforge.ops.container")
+    doctor_ops = lazy_module("lxcforge.ops.doctor")
+    network_ops = lazy_module("lxcforge.ops.networks")
+    tuning = lazy_module("lxcforge.ops.tuning")
+    build = lazy_module("lxcforge.rootfs.build")
+    store_module = lazy_module("lxcforge.store")
 
 app = typer.Typer(
     name="lxcforge",
@@ -95,8 +108,8 @@ def main_options(
     state.settings = config.load({"store": store, "uri": uri})
 
 
-def _store() -> Store:
-    return Store.from_settings(state.settings)
+def _store() -> store_module.Store:
+    return store_module.Store.from_settings(state.settings)
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,7 +263,7 @@ def base(
     import platform
 
     credentials = base_ops.read_credentials(root_password_file, ssh_key)
-    request = BuildRequest(
+    request = build.BuildRequest(
         distro=distro, release=release, arch=arch or platform.machine(),
         packages=tuple(p.strip() for p in (packages or "").split(",") if p.strip()),
         mirror=mirror, repos=tuple(repo or ()), gpgcheck=not no_gpgcheck, gpg_key=gpg_key,
@@ -326,6 +339,8 @@ class _BulkProgress:
         self.enabled = enabled and err.is_terminal
         self.counts = {"created": 0, "addressed": 0, "failed": 0, "done": 0}
         self.verb = verb
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(), console=err, transient=True) if self.enabled else None

@@ -16,8 +16,6 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import sh
-
 from lxcforge.errors import CommandFailed, HostNotReady
 
 log = logging.getLogger(__name__)
@@ -65,6 +63,10 @@ def run(
     full_env.update({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
     if env:
         full_env.update(env)
+    # Imported here: sh (and asyncio, which it loads) costs every command ~25 ms of
+    # start-up, and most commands run no program.
+    import sh
+
     try:
         command = sh.Command(argv[0])
     except sh.CommandNotFound:
