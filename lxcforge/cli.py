@@ -8,7 +8,6 @@ import enum
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -632,13 +631,24 @@ def console(name: str) -> None:
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def exec(name: str, command: Annotated[list[str], typer.Argument(metavar="-- CMD...")]) -> None:  # noqa: A001
-    """Run a command inside a container; its stdin, stdout, stderr and exit status pass through."""
-    argv, env = container_ops.exec_command(name, command)
-    nsenter = shutil.which("nsenter")
-    if nsenter is None:
-        raise LxcforgeError("nsenter is not installed", hint="install util-linux")
-    os.execve(nsenter, argv, env)
+def exec(  # noqa: A001
+    name: str,
+    command: Annotated[list[str], typer.Argument(metavar="-- CMD...")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Run as this user (name or uid, from the "
+                                             "container's /etc/passwd).")] = None,
+    cwd: Annotated[str | None, typer.Option("--cwd", "-w", help="Working directory inside the container "
+                                            "(default: its /).")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE, repeatable.")] = None,
+) -> None:
+    """Run a command inside a container: in its namespaces and cgroups (its memory and CPU
+    limits apply), with no capability its own root lacks. stdin, stdout, stderr and the exit
+    status pass through.
+
+      lxcforge exec web1 -- systemctl is-system-running
+
+      lxcforge exec -u nobody -w /tmp -e LANG=C web1 -- id"""
+    entry = container_ops.enter(state.settings, name, command, user=user, cwd=cwd, env=env or [])
+    os.execve(entry.argv[0], entry.argv, entry.env)
 
 
 def _network_table(nets: list[network_ops.NetworkSummary]) -> Table:

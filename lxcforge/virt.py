@@ -283,6 +283,23 @@ class Virt:
         ops/repair.py). Compared with the real init's, they also show a stale pid."""
         return self._namespaces(self._dom(name))
 
+    def open_namespaces(self, name: str) -> list[int]:
+        """Descriptors of a running container's namespaces, as libvirt opens them for
+        lxc-enter-namespace (the caller closes them)."""
+        dom = self._dom(name)
+        try:
+            return list(libvirt_lxc.lxcOpenNamespace(dom, 0))
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot enter {name}: {_message(exc)}",
+                                hint=f"is it running and managed? 'lxcforge info {name}', 'lxcforge gc'") from exc
+
+    def enter_cgroups(self, name: str) -> None:
+        """Move this process into a running container's cgroups (its limits apply to us)."""
+        try:
+            libvirt_lxc.lxcEnterCGroup(self._dom(name), 0)
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot join {name}'s cgroups: {_message(exc)}") from exc
+
     def _namespaces(self, dom: libvirt.virDomain) -> set[int] | None:
         try:
             fds = libvirt_lxc.lxcOpenNamespace(dom, 0)

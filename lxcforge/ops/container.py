@@ -20,10 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lxcforge import cgroups, domain, faults, host, names, network, store
+from lxcforge import enter as enter_mod
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
 from lxcforge.ops import addresses, repair
-from lxcforge.rootfs import fixups
+from lxcforge.rootfs import fixups, safepath
+from lxcforge.run import which
 from lxcforge.store import Store, StoreState
 from lxcforge.undo import Undo
 from lxcforge.virt import DomainInfo, Virt
@@ -525,20 +527,63 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def exec_command(name: str, command: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """argv and environment for nsenter into every namespace of the container's init, with its
-    root and working directory; the command is looked up on the container's PATH."""
+def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | None = None,
+          cwd: str | None = None, env: Sequence[str] = ()) -> enter_mod.Entry:
+    """Prepare this process to run command inside a running container (see lxcforge/enter.py):
+    it joins the container's cgroups and keeps no capability the container's init lacks;
+    the returned nsenter argv then joins its namespaces through libvirt's descriptors. The
+    caller execs it: stdin, stdout, stderr and the exit status pass through."""
     names.validate_container_name(name)
     if not command:
         raise LxcforgeError("no command given", hint=f"lxcforge exec {name} -- CMD [ARGS...]")
-    pid = host.lxc_init_pid(name)
-    if pid is None:
-        raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
-    argv = ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", "--wd", "--", *command]
-    env = {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
-           "container": "lxc-libvirt", "LANG": "C.UTF-8"}
-    return argv, env
+    nsenter = which("nsenter")
+    if nsenter is None:
+        raise HostNotReady("nsenter is not installed", hint="install util-linux")
+    variables = {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
+                 "container": "lxc-libvirt", "LANG": "C.UTF-8"}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LxcforgeError(f"--env {item!r} is not NAME=VALUE", hint="e.g. --env LANG=C.UTF-8")
+        variables[key] = value
+    with Virt(settings.uri) as virt:
+        container = _describe(virt, settings, name)
+        if container.state != "running":
+            raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
+        if container.init_pid_known is False:
+            raise LxcforgeError(f"{name} is {repair.UNMANAGED}", hint=repair.FIX)
+        init = host.lxc_init_pid(name)
+        if init is None:
+            raise LxcforgeError(f"cannot find the init process of {name}", hint=f"lxcforge restart {name}")
+        uid = gid = None
+        if user is not None:
+            uid, gid, home = _account(Path(str(container.path)), user)
+            variables["HOME"] = home
+            variables.setdefault("USER", user)
+        fds = virt.open_namespaces(name)
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        keep = enter_mod.bounding_set(init)
+        virt.enter_cgroups(name)
+    enter_mod.narrow_bounding_set(keep)
+    argv = enter_mod.nsenter_argv(nsenter, fds, command, uid=uid, gid=gid, cwd=cwd)
+    return enter_mod.Entry(argv=argv, env=variables, fds=fds)
+
+
+def _account(rootfs: Path, user: str) -> tuple[int, int, str]:
+    """uid, gid and home of user (a name or a number) from the container's own /etc/passwd,
+    read without following a link out of the rootfs."""
+    try:
+        passwd = safepath.read_text(rootfs, "/etc/passwd")
+    except (OSError, LxcforgeError):
+        passwd = ""
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and (fields[0] == user or fields[2] == user):
+            return int(fields[2]), int(fields[3]), fields[5] or "/"
+    if user.isdigit():
+        return int(user), int(user), "/"
+    raise NotFound(f"no user {user!r} in the container's /etc/passwd", hint="give a user name it has, or a uid")
 
 
 def console_argv(settings: Settings, name: str) -> list[str]:

@@ -1,0 +1,58 @@
+"""exec for real: the command runs inside the container's cgroups (its memory limit stops a
+hog), with no capability the container's own init lacks, as a chosen user, in a chosen
+directory, with the exit status passed through."""
+
+from __future__ import annotations
+
+from lxcforge.store import Store
+from tests.integration.conftest import lxcforge
+
+
+def inside(pool: Store, name: str, script: str, *options: str) -> tuple[int, str]:
+    result = lxcforge(pool.root, "exec", *options, name, "--", "sh", "-c", script)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_exec_runs_in_the_containers_cgroups_and_within_its_limits(
+    minimal_store: Store, minimal_net: str, unique: str
+) -> None:
+    name = f"x{unique}"
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net, "--memory", "64M").returncode == 0
+    # Every controller the container's init is in (pid 1 inside), the exec'd process is too.
+    _, own = inside(minimal_store, name, "cat /proc/self/cgroup")
+    _, init = inside(minimal_store, name, "cat /proc/1/cgroup")
+    controllers = {"memory", "cpu,cpuacct", "cpuset", "devices", "blkio"}
+    mine = {line.split(":")[1]: line.split(":")[2] for line in own.splitlines() if line.count(":") >= 2}
+    its = {line.split(":")[1]: line.split(":")[2] for line in init.splitlines() if line.count(":") >= 2}
+    shared = controllers & set(its)
+    assert shared and all(mine[c] == its[c] != "/" for c in shared), (own, init)
+    # A memory hog far over the container's 64 MiB is stopped by the container's limit.
+    status, output = inside(minimal_store, name, 'a=$(head -c 200000000 /dev/zero | tr "\\0" x); echo ${#a}')
+    # (The OOM killer may pick exec's own nsenter, also in the container's cgroup, or the hog.)
+    assert status in (137, -9) and "200000000" not in output, (status, output)
+
+
+def test_exec_is_no_stronger_than_the_container(minimal_store: Store, minimal_net: str, unique: str) -> None:
+    name = f"c{unique}"
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0
+    _, bounds = inside(minimal_store, name, "grep CapBnd /proc/self/status /proc/1/status")
+    values = {line.split()[-1] for line in bounds.splitlines() if "CapBnd" in line}
+    assert len(values) == 1, bounds  # exec's bounding set is init's
+    status, output = inside(minimal_store, name, "mknod /tmp/blockdev b 7 0")
+    assert status != 0 and "not permitted" in output  # as refused to the container's own root
+
+
+def test_exec_user_directory_environment_and_exit_status(
+    minimal_store: Store, minimal_net: str, unique: str
+) -> None:
+    name = f"u{unique}"
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0
+    status, output = inside(minimal_store, name, 'id -u; pwd; echo "$GREETING"; exit 7',
+                            "--user", "65534", "--cwd", "/tmp", "--env", "GREETING=hello")
+    assert status == 7 and output.split() == ["65534", "/tmp", "hello"], output
+    refused = lxcforge(minimal_store.root, "exec", "--env", "nonsense", name, "--", "true")
+    assert refused.returncode == 1 and "NAME=VALUE" in refused.stderr
+    stopped = lxcforge(minimal_store.root, "stop", name)
+    assert stopped.returncode == 0
+    not_running = lxcforge(minimal_store.root, "exec", name, "--", "true")
+    assert not_running.returncode == 1 and "not running" in not_running.stderr and "hint:" in not_running.stderr
