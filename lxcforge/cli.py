@@ -632,23 +632,64 @@ def console(name: str) -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(  # noqa: A001
-    name: str,
+    target: Annotated[str, typer.Argument(metavar="NAME|GLOB", help="A container, a glob ('web*') or "
+                                          "names separated by commas.")],
     command: Annotated[list[str], typer.Argument(metavar="-- CMD...")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="Run as this user (name or uid, from the "
                                              "container's /etc/passwd).")] = None,
     cwd: Annotated[str | None, typer.Option("--cwd", "-w", help="Working directory inside the container "
                                             "(default: its /).")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE, repeatable.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every running container of this store "
+                                       "(then NAME|GLOB is '-').")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once, with several "
+                                             "(default 16).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run a command inside a container: in its namespaces and cgroups (its memory and CPU
-    limits apply), with no capability its own root lacks. stdin, stdout, stderr and the exit
-    status pass through.
+    """Run a command inside containers: in their namespaces and cgroups (their memory and CPU
+    limits apply), with no capability their own root lacks.
+
+    One container: stdin, stdout, stderr and the exit status pass through. Several (a glob,
+    names with commas, --all): in parallel; each output line prefixed with its container's
+    name (or, with --json, each container's exit status, stdout, stderr and duration); exit
+    status 1 if any failed.
 
       lxcforge exec web1 -- systemctl is-system-running
 
-      lxcforge exec -u nobody -w /tmp -e LANG=C web1 -- id"""
-    entry = container_ops.enter(state.settings, name, command, user=user, cwd=cwd, env=env or [])
-    os.execve(entry.argv[0], entry.argv, entry.env)
+      lxcforge exec -u nobody -w /tmp -e LANG=C web1 -- id
+
+      lxcforge exec 'web*' -j 32 -- sh -c 'uptime'"""
+    many = all_ or as_json or jobs is not None or "," in target or any(ch in target for ch in "*?[")
+    if not many:
+        entry = container_ops.enter(state.settings, target, command, user=user, cwd=cwd, env=env or [])
+        os.execve(entry.argv[0], entry.argv, entry.env)
+    from lxcforge.ops import exec_many
+
+    patterns = [] if all_ else [p for p in target.split(",") if p]
+    names = bulk_ops.resolve(state.settings, patterns, all_=all_)
+    started = time.monotonic()
+
+    def show(ran: exec_many.Ran) -> None:
+        if as_json:
+            return
+        for line in ran.stdout.splitlines():
+            out.print(f"{ran.name} | {line}", markup=False, highlight=False)
+        for line in (ran.stderr.splitlines() + ([ran.error] if ran.error else [])):
+            err.print(f"{ran.name} | {line}", markup=False, highlight=False)
+
+    results = exec_many.run_many(state.settings, names, command, user=user, cwd=cwd, env=env or [],
+                                 jobs=jobs or 16, on_done=show)
+    seconds = time.monotonic() - started
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        print_json({"action": "exec", "total": len(results), "succeeded": len(results) - len(failed),
+                    "seconds": round(seconds, 3), "results": results})
+    else:
+        err.print(f"exec: {len(results) - len(failed)} of {len(results)} succeeded in {seconds:.1f} s"
+                  + (f"; failed: {', '.join(f'{r.name} ({r.error or r.status})' for r in failed[:10])}"
+                     + (" ..." if len(failed) > 10 else "") if failed else ""), markup=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _network_table(nets: list[network_ops.NetworkSummary]) -> Table:

@@ -264,3 +264,25 @@ def inotify_instances_of_root() -> int:
         except OSError:
             continue
     return count
+
+
+def cgroup_procs_files(pid: int, mount_list: list[Mount] | None = None) -> list[str]:
+    """The cgroup.procs file of each cgroup process pid is in, on this host's mounts (v1
+    controllers, named hierarchies such as name=systemd, and the unified hierarchy):
+    writing a pid there moves that process into the same groups."""
+    mount_list = mount_list if mount_list is not None else mounts()
+    files = []
+    for line in (PROC / str(pid) / "cgroup").read_text().splitlines():
+        _hid, controllers, path = line.split(":", 2)
+        if controllers:
+            wanted = set(controllers.split(","))
+            hierarchy = next((m for m in mount_list if m.fstype == "cgroup"
+                              and wanted <= set(m.super_options.split(","))), None)
+        else:
+            hierarchy = next((m for m in mount_list if m.fstype == "cgroup2"), None)
+        if hierarchy is None:
+            continue
+        procs = Path(hierarchy.mount_point) / path.lstrip("/") / "cgroup.procs"
+        if procs.exists():
+            files.append(str(procs))
+    return files

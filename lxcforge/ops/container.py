@@ -539,13 +539,7 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
     nsenter = which("nsenter")
     if nsenter is None:
         raise HostNotReady("nsenter is not installed", hint="install util-linux")
-    variables = {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
-                 "container": "lxc-libvirt", "LANG": "C.UTF-8"}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LxcforgeError(f"--env {item!r} is not NAME=VALUE", hint="e.g. --env LANG=C.UTF-8")
-        variables[key] = value
+    variables = exec_environment(env)
     with Virt(settings.uri) as virt:
         container = _describe(virt, settings, name)
         if container.state != "running":
@@ -557,9 +551,8 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
             raise LxcforgeError(f"cannot find the init process of {name}", hint=f"lxcforge restart {name}")
         uid = gid = None
         if user is not None:
-            uid, gid, home = _account(Path(str(container.path)), user)
+            uid, gid, home = account(settings, name, user)
             variables["HOME"] = home
-            variables.setdefault("USER", user)
         fds = virt.open_namespaces(name)
         for fd in fds:
             os.set_inheritable(fd, True)
@@ -570,9 +563,22 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
     return enter_mod.Entry(argv=argv, env=variables, fds=fds)
 
 
-def _account(rootfs: Path, user: str) -> tuple[int, int, str]:
+def exec_environment(env: Sequence[str]) -> dict[str, str]:
+    """What an exec'd command starts with: a plain environment, and --env NAME=VALUE."""
+    variables = {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "dumb"),
+                 "container": "lxc-libvirt", "LANG": "C.UTF-8"}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LxcforgeError(f"--env {item!r} is not NAME=VALUE", hint="e.g. --env LANG=C.UTF-8")
+        variables[key] = value
+    return variables
+
+
+def account(settings: Settings, name: str, user: str) -> tuple[int, int, str]:
     """uid, gid and home of user (a name or a number) from the container's own /etc/passwd,
     read without following a link out of the rootfs."""
+    rootfs = settings.store / "containers" / name
     try:
         passwd = safepath.read_text(rootfs, "/etc/passwd")
     except (OSError, LxcforgeError):

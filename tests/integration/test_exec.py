@@ -4,7 +4,10 @@ directory, with the exit status passed through."""
 
 from __future__ import annotations
 
+import json
+
 from lxcforge.store import Store
+from lxcforge.virt import Virt
 from tests.integration.conftest import lxcforge
 
 
@@ -56,3 +59,33 @@ def test_exec_user_directory_environment_and_exit_status(
     assert stopped.returncode == 0
     not_running = lxcforge(minimal_store.root, "exec", name, "--", "true")
     assert not_running.returncode == 1 and "not running" in not_running.stderr and "hint:" in not_running.stderr
+
+
+def test_exec_on_many_in_parallel_with_each_result_apart(
+    minimal_store: Store, minimal_net: str, unique: str, virt: Virt
+) -> None:
+    prefix = f"m{unique}-"
+    made = lxcforge(minimal_store.root, "new", "--count", "6", "--prefix", prefix, "--network", minimal_net,
+                    "--memory", "64M", "--json")
+    assert made.returncode == 0, made.stderr
+    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    assert lxcforge(minimal_store.root, "stop", names[-1]).returncode == 0  # one that cannot run it
+
+    text = lxcforge(minimal_store.root, "exec", f"{prefix}*", "--", "hostname")
+    assert text.returncode == 1  # one failed
+    for name in names[:-1]:
+        assert f"{name} | {name}" in text.stdout.splitlines(), text.stdout
+    assert "5 of 6 succeeded" in text.stderr and names[-1] in text.stderr.splitlines()[-1]
+
+    result = lxcforge(minimal_store.root, "exec", ",".join(names[:-1]), "--json", "-j", "3", "--",
+                      "sh", "-c", 'cat /proc/self/cgroup; grep CapBnd /proc/self/status; [ "$(hostname)" != '
+                      f'{names[0]} ] || exit 3')
+    document = json.loads(result.stdout)
+    assert result.returncode == 1 and document["total"] == 5 and document["succeeded"] == 4
+    by_name = {r["name"]: r for r in document["results"]}
+    assert by_name[names[0]]["status"] == 3 and all(by_name[n]["status"] == 0 for n in names[1:-1])
+    for name in names[:-1]:
+        inside_memory = next(line for line in by_name[name]["stdout"].splitlines() if ":memory:" in line)
+        assert inside_memory.endswith(f"-{name}.libvirt-lxc"), inside_memory  # that container's cgroup
+    bounds = {line.split()[-1] for r in document["results"] for line in r["stdout"].splitlines() if "CapBnd" in line}
+    assert len(bounds) == 1 and bounds != {"000001ffffffffff"}

@@ -1,0 +1,100 @@
+"""`lxcforge exec 'web*' -- CMD`: one command in many containers at once, each entered as a
+single exec enters one (lxcforge/enter.py), with its output and exit status kept apart.
+
+Each command starts as a small chain of host programs, so nothing of lxcforge's runs in a
+child forked from its threads: a shell writes its own pid into the container's cgroups,
+setpriv narrows the bounding set to the container init's, and nsenter joins the namespaces
+through the descriptors libvirt opened."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from lxcforge import enter, host
+from lxcforge.config import Settings
+from lxcforge.errors import HostNotReady, LxcforgeError
+from lxcforge.ops import container as container_ops
+from lxcforge.ops import repair
+from lxcforge.run import which
+from lxcforge.virt import ThreadConnections
+
+# sh -c JOIN sh FILE... -- CMD...: this shell's pid into each cgroup.procs FILE, then CMD.
+JOIN = 'for f; do shift; [ "$f" = -- ] && break; echo $$ > "$f"; done; exec "$@"'
+
+
+@dataclass
+class Ran:
+    name: str
+    status: int | None  # the command's exit status; None when it could not be started
+    stdout: str
+    stderr: str
+    seconds: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def setpriv_caps(keep: int, last: int) -> str:
+    """setpriv's --bounding-set argument for exactly the capabilities in keep."""
+    return ",".join(["-all", *(f"+cap_{cap}" for cap in range(last + 1) if keep & (1 << cap))])
+
+
+def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str], *, user: str | None = None,
+             cwd: str | None = None, env: Sequence[str] = (), jobs: int = 16, timeout: float | None = None,
+             on_done: Callable[[Ran], None] = lambda _ran: None) -> list[Ran]:
+    if not command:
+        raise LxcforgeError("no command given", hint="lxcforge exec 'web*' -- CMD [ARGS...]")
+    tools = {tool: which(tool) for tool in ("nsenter", "setpriv", "sh")}
+    missing = [tool for tool, path in tools.items() if path is None]
+    if missing:
+        raise HostNotReady(f"{', '.join(missing)} not installed", hint="install util-linux")
+    variables = container_ops.exec_environment(env)
+    last_cap = int(open(enter.LAST_CAP_FILE).read())  # noqa: SIM115 - tiny file
+    mount_list = host.mounts()
+
+    with ThreadConnections(settings.uri) as connections:
+        def one(name: str) -> Ran:
+            started = time.monotonic()
+            fds: list[int] = []
+            try:
+                virt = connections.get()
+                if repair.is_managed(virt, name) is not True:
+                    raise LxcforgeError(f"{name} is not running, or {repair.UNMANAGED}")
+                controller = host.lxc_controller_pid(name)
+                init = host.lxc_init_pid(name)
+                if controller is None or init is None:
+                    raise LxcforgeError(f"cannot find {name}'s processes")
+                uid = gid = None
+                child_env = dict(variables)
+                if user is not None:
+                    uid, gid, home = container_ops.account(settings, name, user)
+                    child_env["HOME"] = home
+                fds = virt.open_namespaces(name)
+                procs = host.cgroup_procs_files(controller, mount_list)
+                caps = setpriv_caps(enter.bounding_set(init), last_cap)
+                argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),
+                        "--bounding-set", caps, "--",
+                        *enter.nsenter_argv(str(tools["nsenter"]), fds, command, uid=uid, gid=gid, cwd=cwd)]
+                done = subprocess.run(argv, env=child_env, pass_fds=fds, stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, errors="replace", timeout=timeout)
+                ran = Ran(name, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+            except (LxcforgeError, OSError, subprocess.TimeoutExpired) as exc:
+                message = exc.message if isinstance(exc, LxcforgeError) else str(exc)
+                ran = Ran(name, None, "", "", time.monotonic() - started, error=message)
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            on_done(ran)
+            return ran
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="lxcforge-exec") as pool:
+            return list(pool.map(one, targets))
