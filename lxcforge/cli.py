@@ -91,6 +91,14 @@ class State:
 state = State()
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        out.print(f"lxcforge {version('lxcforge')}", markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     store: Annotated[Path | None, typer.Option(
@@ -99,6 +107,8 @@ def main_options(
     uri: Annotated[str | None, typer.Option(help="libvirt URI. Env LXCFORGE_URI; default lxc:///.")] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
                                          help="More detail; -vv shows every command run.")] = 0,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=lambda v: _print_version(v),
+                                          help="Print lxcforge's version and exit.")] = False,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)

@@ -13,7 +13,7 @@ from lxcforge import domain, faults, names, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, InUse, LxcforgeError, NotFound
 from lxcforge.rootfs import build, fixups, safepath
-from lxcforge.store import Store
+from lxcforge.store import Store, StoreState
 from lxcforge.virt import Virt
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,10 @@ def containers_by_base(settings: Settings) -> dict[str, list[str]]:
 
 
 def list_bases(settings: Settings) -> list[BaseInfo]:
-    pool = Store.from_settings(settings).ensure()
+    """Every base; a listing changes nothing (a store not attached yet lists none)."""
+    pool = Store.from_settings(settings)
+    if pool.status().state is not StoreState.READY:
+        return []
     users = containers_by_base(settings)
     return [describe(pool, entry.name, users) for entry in sorted(pool.bases.iterdir())
             if store.is_subvolume(entry)]
@@ -154,7 +157,9 @@ def list_bases(settings: Settings) -> list[BaseInfo]:
 
 def info(settings: Settings, name: str) -> BaseInfo:
     names.validate_base_name(name)
-    return describe(Store.from_settings(settings).ensure(), name, containers_by_base(settings))
+    pool = Store.from_settings(settings)
+    pool.require_ready()  # reading changes nothing: no pool is created or attached for it
+    return describe(pool, name, containers_by_base(settings))
 
 
 def remove(settings: Settings, name: str) -> None:

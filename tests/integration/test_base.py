@@ -341,3 +341,14 @@ def test_rpmdb_rebuild_refuses_before_removing_anything_when_a_package_is_not_ca
         assert sorted(p.name for p in dbpath.iterdir()) == before
     finally:
         store.delete_tree(root)
+
+
+def test_reading_changes_nothing_on_a_fresh_host(tmp_path: Path) -> None:
+    fresh = tmp_path / "never-attached"
+    listed = lxcforge(fresh, "base", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    info = lxcforge(fresh, "base", "info", "anything")
+    assert info.returncode == 1 and "not ready" in info.stderr and "hint:" in info.stderr
+    assert not fresh.exists() and not (tmp_path / "never-attached.img").exists()
+    version = lxcforge(None, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("lxcforge ")
