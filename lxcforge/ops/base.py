@@ -146,10 +146,12 @@ def containers_by_base(settings: Settings) -> dict[str, list[str]]:
 
 
 def list_bases(settings: Settings) -> list[BaseInfo]:
-    """Every base; a listing changes nothing (a store not attached yet lists none)."""
+    """Every base. A store not attached yet lists none: a listing creates and mounts nothing.
+    On an attached store, a killed build's leftovers go first, as with every command."""
     pool = Store.from_settings(settings)
     if pool.status().state is not StoreState.READY:
         return []
+    pool.remove_stale_tmp()
     users = containers_by_base(settings)
     return [describe(pool, entry.name, users) for entry in sorted(pool.bases.iterdir())
             if store.is_subvolume(entry)]
