@@ -577,6 +577,21 @@ def autostart(patterns: TargetsArg = None, all_: AllOpt = False,
           lambda n: container_ops.set_autostart(state.settings, n, not off), None, as_json, "marked")
 
 
+@app.command("set")
+def set_(patterns: TargetsArg = None, all_: AllOpt = False,
+         memory: Annotated[str | None, typer.Option(help="Memory limit, e.g. 256M, 2G.")] = None,
+         cpus: Annotated[float | None, typer.Option(help="CPU limit in cores, e.g. 1.5; 0 for none.")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Change containers' memory and CPU limits; names, globs or --all.
+
+    Always kept in the container's definition; applied at once to a running container where
+    libvirt can (memory only up to the limit it started with: more from its next start).
+
+      lxcforge set 'web*' --memory 256M --cpus 0.5"""
+    _each("set", _targets(patterns, all_),
+          lambda n: container_ops.set_limits(state.settings, n, memory=memory, cpus=cpus), None, as_json, "changed")
+
+
 DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 16; a "
                                                   "destroy mostly waits inside libvirtd).")]
 

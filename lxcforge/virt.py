@@ -319,6 +319,38 @@ class Virt:
             for fd in fds:
                 os.close(fd)
 
+    def set_memory(self, name: str, size_bytes: int) -> bool:
+        """Memory limit: persistent always, live too where libvirt allows it (not above the
+        limit the container started with). True if the running container has it now."""
+        dom = self._dom(name)
+        kib = size_bytes // 1024
+        try:
+            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot change {name}'s memory limit: {_message(exc)}") from exc
+        if not dom.isActive():
+            return False
+        try:
+            dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError:
+            return False  # above the live maximum: from the next start
+        return True
+
+    def set_cpu_quota(self, name: str, period_us: int, quota_us: int) -> bool:
+        """CPU limit as a CFS quota per period (-1: none): persistent always, live when
+        running (libvirt takes the two separately). True if applied live."""
+        dom = self._dom(name)
+        params = {"vcpu_period": period_us, "vcpu_quota": quota_us}
+        try:
+            dom.setSchedulerParametersFlags(params, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            if dom.isActive():
+                dom.setSchedulerParametersFlags(params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                return True
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot change {name}'s CPU limit: {_message(exc)}") from exc
+        return False
+
     def set_metadata(self, name: str, element_xml: str, namespace: str, prefix: str) -> None:
         """Replace a domain's metadata element of namespace, live (if running) and persistent."""
         dom = self._dom(name)

@@ -459,6 +459,33 @@ def set_autostart(settings: Settings, name: str, on: bool) -> Container:
         return _describe(virt, settings, name)
 
 
+def set_limits(settings: Settings, name: str, *, memory: str | None = None, cpus: float | None = None) -> Container:
+    """Change a container's memory and CPU limits: kept in its definition always, applied to
+    the running container where libvirt can (memory only up to the limit it started with;
+    more takes effect at the next start, as the warning says). cpus 0 removes the limit."""
+    names.validate_container_name(name)
+    if memory is None and cpus is None:
+        raise LxcforgeError("nothing to change", hint="give --memory SIZE and/or --cpus N")
+    size = None
+    if memory is not None:
+        try:
+            size = domain.parse_size(memory)
+        except ValueError as exc:
+            raise LxcforgeError(str(exc), hint="e.g. --memory 512M") from exc
+    if cpus is not None and cpus < 0:
+        raise LxcforgeError(f"--cpus must not be negative, not {cpus}", hint="e.g. --cpus 1.5, or 0 for no limit")
+    with Virt(settings.uri) as virt:
+        _describe(virt, settings, name)
+        running = virt.is_active(name)
+        if size is not None and not virt.set_memory(name, size) and running:
+            log.warning("%s: memory limit %s from its next start (a running container's cannot rise above the "
+                        "limit it started with)", name, memory)
+        if cpus is not None:
+            quota = int(cpus * domain.CPU_PERIOD_US) if cpus > 0 else -1
+            virt.set_cpu_quota(name, domain.CPU_PERIOD_US, quota)
+        return _describe(virt, settings, name)
+
+
 def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Virt | None = None,
             pool: Store | None = None,
             deferred: list[tuple[str, network.DhcpHost]] | None = None,

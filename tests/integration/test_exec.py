@@ -5,6 +5,7 @@ directory, with the exit status passed through."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -89,3 +90,29 @@ def test_exec_on_many_in_parallel_with_each_result_apart(
         assert inside_memory.endswith(f"-{name}.libvirt-lxc"), inside_memory  # that container's cgroup
     bounds = {line.split()[-1] for r in document["results"] for line in r["stdout"].splitlines() if "CapBnd" in line}
     assert len(bounds) == 1 and bounds != {"000001ffffffffff"}
+
+
+def _cgroup_value(name: str, controller: str, setting: str) -> str:
+    found = list(Path(f"/sys/fs/cgroup/{controller}/machine").glob(f"lxc-*-{name}.libvirt-lxc/{setting}"))
+    assert len(found) == 1, found
+    return found[0].read_text().strip()
+
+
+def test_set_changes_limits_live_and_for_the_next_start(
+    minimal_store: Store, minimal_net: str, unique: str, virt: Virt
+) -> None:
+    name = f"l{unique}"
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net, "--memory", "64M").returncode == 0
+    assert lxcforge(minimal_store.root, "set", name, "--memory", "48M", "--cpus", "0.5").returncode == 0
+    assert _cgroup_value(name, "memory", "memory.limit_in_bytes") == str(48 * 1024**2)  # live
+    assert _cgroup_value(name, "cpu", "cpu.cfs_quota_us") == "50000"
+    # More than it started with: kept, applied at the next start, and said so.
+    raised = lxcforge(minimal_store.root, "set", name, "--memory", "256M", "--cpus", "0")
+    assert raised.returncode == 0 and "next start" in raised.stderr
+    assert _cgroup_value(name, "cpu", "cpu.cfs_quota_us") == "-1"
+    assert lxcforge(minimal_store.root, "restart", name).returncode == 0
+    assert _cgroup_value(name, "memory", "memory.limit_in_bytes") == str(256 * 1024**2)
+    info = json.loads(lxcforge(minimal_store.root, "info", name, "--json").stdout)
+    assert info["memory_bytes"] == 256 * 1024**2
+    refused = lxcforge(minimal_store.root, "set", name, "--memory", "lots")
+    assert refused.returncode == 1 and "not a size" in refused.stderr
