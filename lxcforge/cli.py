@@ -592,6 +592,28 @@ def set_(patterns: TargetsArg = None, all_: AllOpt = False,
           lambda n: container_ops.set_limits(state.settings, n, memory=memory, cpus=cpus), None, as_json, "changed")
 
 
+@app.command()
+def publish(name: str, base: Annotated[str | None, typer.Argument(help="Name of the new base (default: NAME).")]
+            = None,
+            force: Annotated[bool, typer.Option("--force", help="Replace an existing base of that name.")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Make a base of a prepared container, to start many like it.
+
+    The copy is a snapshot (a running container is frozen for that instant); in it, what
+    makes one machine is reset (machine id, hostname, SSH host keys, DHCP leases, logs,
+    random seed), and it is published read-only.
+
+      lxcforge publish web1 webapp && lxcforge new --count 300 --prefix web --base webapp"""
+    from lxcforge.ops import publish as publish_ops
+
+    made = publish_ops.publish(state.settings, name, base, force=force)
+    if as_json:
+        print_json(made)
+    else:
+        froze = f" (frozen {made.froze_for_seconds * 1000:.0f} ms)" if made.froze_for_seconds is not None else ""
+        out.print(f"base {made.base} from {made.source}{froze}", markup=False)
+
+
 DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 16; a "
                                                   "destroy mostly waits inside libvirtd).")]
 

@@ -319,6 +319,20 @@ class Virt:
             for fd in fds:
                 os.close(fd)
 
+    def suspend(self, name: str) -> None:
+        """Freeze every process of a running container (its freezer cgroup)."""
+        try:
+            self._dom(name).suspend()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot freeze {name}: {_message(exc)}") from exc
+
+    def resume(self, name: str) -> None:
+        try:
+            self._dom(name).resume()
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot thaw {name}: {_message(exc)}",
+                                hint=f"virsh -c {self.uri} resume {name}") from exc
+
     def set_memory(self, name: str, size_bytes: int) -> bool:
         """Memory limit: persistent always, live too where libvirt allows it (not above the
         limit the container started with). True if the running container has it now."""

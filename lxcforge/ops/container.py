@@ -337,7 +337,7 @@ def _mine(settings: Settings, info: DomainInfo) -> domain.Metadata:
     return meta
 
 
-def _describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
+def describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
     info = virt.domain(dom_name)
     return _container(virt, info, _mine(settings, info), settings)
 
@@ -377,7 +377,7 @@ def list_containers(settings: Settings) -> list[Container]:
 def info(settings: Settings, name: str) -> tuple[Container, str]:
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
-        container = _describe(virt, settings, name)
+        container = describe(virt, settings, name)
         xml = virt.domain(name).xml
     exclusive = store.exclusive_bytes(Path(container.path)) if container.path else None
     return dataclasses.replace(container, exclusive_bytes=exclusive), xml
@@ -392,7 +392,7 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
     with contextlib.ExitStack() as stack:
         if virt is None:
             virt = stack.enter_context(Virt(settings.uri))
-        container = _describe(virt, settings, name)
+        container = describe(virt, settings, name)
         repaired = 0
         if not virt.is_active(name):
             virt.start(name)
@@ -407,7 +407,7 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
                                     hint=f"look at its console: lxcforge console {name}")
             leased = True
         repaired += repair.ensure_managed(virt, name, settle=0.0 if leased else None)
-        return dataclasses.replace(_describe(virt, settings, name), repaired=repaired,
+        return dataclasses.replace(describe(virt, settings, name), repaired=repaired,
                                    leased=leased if leased else None)
 
 
@@ -415,7 +415,7 @@ def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
     """Clean shutdown (SIGRTMIN+3 to init, what systemd understands), then force after timeout."""
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
-        _describe(virt, settings, name)
+        describe(virt, settings, name)
         known = repair.is_managed(virt, name)
         if known is None:
             return
@@ -453,10 +453,10 @@ def set_autostart(settings: Settings, name: str, on: bool) -> Container:
     """Mark a container to start at boot (lxcforge boot), or clear the mark."""
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
-        _describe(virt, settings, name)
+        describe(virt, settings, name)
         element = domain.container_element_with_autostart(virt.domain(name).xml, on)
         virt.set_metadata(name, element, domain.METADATA_NS, domain.METADATA_PREFIX)
-        return _describe(virt, settings, name)
+        return describe(virt, settings, name)
 
 
 def set_limits(settings: Settings, name: str, *, memory: str | None = None, cpus: float | None = None) -> Container:
@@ -475,7 +475,7 @@ def set_limits(settings: Settings, name: str, *, memory: str | None = None, cpus
     if cpus is not None and cpus < 0:
         raise LxcforgeError(f"--cpus must not be negative, not {cpus}", hint="e.g. --cpus 1.5, or 0 for no limit")
     with Virt(settings.uri) as virt:
-        _describe(virt, settings, name)
+        describe(virt, settings, name)
         running = virt.is_active(name)
         if size is not None and not virt.set_memory(name, size) and running:
             log.warning("%s: memory limit %s from its next start (a running container's cannot rise above the "
@@ -483,7 +483,7 @@ def set_limits(settings: Settings, name: str, *, memory: str | None = None, cpus
         if cpus is not None:
             quota = int(cpus * domain.CPU_PERIOD_US) if cpus > 0 else -1
             virt.set_cpu_quota(name, domain.CPU_PERIOD_US, quota)
-        return _describe(virt, settings, name)
+        return describe(virt, settings, name)
 
 
 def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Virt | None = None,
@@ -568,7 +568,7 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
         raise HostNotReady("nsenter is not installed", hint="install util-linux")
     variables = exec_environment(env)
     with Virt(settings.uri) as virt:
-        container = _describe(virt, settings, name)
+        container = describe(virt, settings, name)
         if container.state != "running":
             raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
         if container.init_pid_known is False:
@@ -622,7 +622,7 @@ def account(settings: Settings, name: str, user: str) -> tuple[int, int, str]:
 def console_argv(settings: Settings, name: str) -> list[str]:
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
-        _describe(virt, settings, name)
+        describe(virt, settings, name)
         if not virt.is_active(name):
             raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
     # The LXC driver rejects --force; the escape is Ctrl+].
