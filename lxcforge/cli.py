@@ -715,28 +715,71 @@ def exec(  # noqa: A001
     patterns = [] if all_ else [p for p in target.split(",") if p]
     names = bulk_ops.resolve(state.settings, patterns, all_=all_)
     started = time.monotonic()
+    results = exec_many.run_many(state.settings, names, command, user=user, cwd=cwd, env=env or [],
+                                 jobs=jobs or 16, on_done=_show_run(as_json))
+    _report_runs("exec", results, time.monotonic() - started, as_json)
 
-    def show(ran: exec_many.Ran) -> None:
+
+def _show_run(as_json: bool) -> Callable[[Any], None]:
+    """Each container's output as it finishes, every line under its name (not with --json)."""
+    def show(ran: Any) -> None:
         if as_json:
             return
         for line in ran.stdout.splitlines():
             out.print(f"{ran.name} | {line}", markup=False, highlight=False)
         for line in (ran.stderr.splitlines() + ([ran.error] if ran.error else [])):
             err.print(f"{ran.name} | {line}", markup=False, highlight=False)
+    return show
 
-    results = exec_many.run_many(state.settings, names, command, user=user, cwd=cwd, env=env or [],
-                                 jobs=jobs or 16, on_done=show)
-    seconds = time.monotonic() - started
+
+def _report_runs(action: str, results: list[Any], seconds: float, as_json: bool) -> None:
+    """The summary of a command run in many containers; exit 1 if any failed."""
     failed = [r for r in results if not r.ok]
     if as_json:
-        print_json({"action": "exec", "total": len(results), "succeeded": len(results) - len(failed),
+        print_json({"action": action, "total": len(results), "succeeded": len(results) - len(failed),
                     "seconds": round(seconds, 3), "results": results})
     else:
-        err.print(f"exec: {len(results) - len(failed)} of {len(results)} succeeded in {seconds:.1f} s"
+        err.print(f"{action}: {len(results) - len(failed)} of {len(results)} succeeded in {seconds:.1f} s"
                   + (f"; failed: {', '.join(f'{r.name} ({r.error or r.status})' for r in failed[:10])}"
                      + (" ..." if len(failed) > 10 else "") if failed else ""), markup=False)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def push(source: Annotated[Path, typer.Argument(metavar="SRC", help="A file on this host.")],
+         target: Annotated[str, typer.Argument(metavar="NAME:DEST", help="Container (or glob, or names with "
+                                               "commas) and the absolute path to write.")],
+         jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once (default 16).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Copy a file into running containers, written by their own root inside them (a link
+    planted in a container cannot point the write outside it), keeping its mode.
+
+      lxcforge push ./motd 'web*':/etc/motd"""
+    from lxcforge.ops import files
+
+    started = time.monotonic()
+    results = files.push(state.settings, source, target, jobs=jobs or 16, on_done=_show_run(as_json))
+    _report_runs("push", results, time.monotonic() - started, as_json)
+
+
+@app.command()
+def pull(source: Annotated[str, typer.Argument(metavar="NAME:SRC", help="Container (or glob, or names with "
+                                               "commas) and the absolute path to read.")],
+         dest: Annotated[Path, typer.Argument(metavar="DEST", help="A file; with several containers, a "
+                                              "directory that gets NAME/<file>.")],
+         jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once (default 16).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Copy a file out of running containers, read by their own root inside them.
+
+      lxcforge pull web1:/var/log/app.log ./app.log
+
+      lxcforge pull 'web*':/var/log/app.log ./logs     # ./logs/web1/app.log, ..."""
+    from lxcforge.ops import files
+
+    started = time.monotonic()
+    results = files.pull(state.settings, source, dest, jobs=jobs or 16, on_done=_show_run(as_json))
+    _report_runs("pull", results, time.monotonic() - started, as_json)
 
 
 def _network_table(nets: list[network_ops.NetworkSummary]) -> Table:

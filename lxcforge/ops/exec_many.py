@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from lxcforge import enter, host
 from lxcforge.config import Settings
@@ -49,7 +50,10 @@ def setpriv_caps(keep: int, last: int) -> str:
 
 def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str], *, user: str | None = None,
              cwd: str | None = None, env: Sequence[str] = (), jobs: int = 16, timeout: float | None = None,
+             stdin_path: Path | None = None, stdout_to: Callable[[str], Path] | None = None,
              on_done: Callable[[Ran], None] = lambda _ran: None) -> list[Ran]:
+    """command in each of targets. stdin_path: a file each command reads as its stdin (else
+    none); stdout_to: the file each container's stdout goes to, by name (else kept in Ran)."""
     if not command:
         raise LxcforgeError("no command given", hint="lxcforge exec 'web*' -- CMD [ARGS...]")
     tools = {tool: which(tool) for tool in ("nsenter", "setpriv", "sh")}
@@ -83,9 +87,13 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                 argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),
                         "--bounding-set", caps, "--",
                         *enter.nsenter_argv(str(tools["nsenter"]), fds, command, uid=uid, gid=gid, cwd=cwd)]
-                done = subprocess.run(argv, env=child_env, pass_fds=fds, stdin=subprocess.DEVNULL,
-                                      capture_output=True, text=True, errors="replace", timeout=timeout)
-                ran = Ran(name, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+                with contextlib.ExitStack() as files:
+                    stdin = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
+                    stdout = files.enter_context(open(stdout_to(name), "wb")) if stdout_to else subprocess.PIPE
+                    done = subprocess.run(argv, env=child_env, pass_fds=fds, stdin=stdin, stdout=stdout,
+                                          stderr=subprocess.PIPE, timeout=timeout)
+                ran = Ran(name, done.returncode, (done.stdout or b"").decode(errors="replace"),
+                          done.stderr.decode(errors="replace"), time.monotonic() - started)
             except (LxcforgeError, OSError, subprocess.TimeoutExpired) as exc:
                 message = exc.message if isinstance(exc, LxcforgeError) else str(exc)
                 ran = Ran(name, None, "", "", time.monotonic() - started, error=message)
