@@ -226,3 +226,20 @@ def test_interrupted_bulk_new_leaves_nothing_behind(
         if not adopted:
             lxcforge(minimal_store.root, "destroy", "--missing-ok", f"{prefix}*")
             virt.remove_network(net)
+
+
+def test_dry_run_plans_distinct_addresses_on_every_network(
+    minimal_store: Store, made_networks: list[str], unique: str, virt: Virt
+) -> None:
+    nets = [f"lxd{unique}", f"lxe{unique}"]
+    for net in nets:
+        create_network(minimal_store, made_networks, net, free_subnet())
+    names = [f"d{unique}-{i}" for i in range(1, 5)]
+    planned = lxcforge(minimal_store.root, "new", *names, "--network", ",".join(nets), "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plans = json.loads(planned.stdout)
+    assert [p["network"] for p in plans] == [nets[0], nets[1], nets[0], nets[1]]
+    assert len({(p["network"], p["ipv4"]) for p in plans}) == 4 and len({p["mac"] for p in plans}) == 4
+    for net in nets:  # nothing reserved, nothing defined
+        assert network.parse_network_xml(virt.network(net).xml).hosts == ()  # type: ignore[union-attr]
+    assert not set(names) & set(virt.domain_names())
