@@ -71,7 +71,32 @@ app.add_typer(network_app, name="network")
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+class OutputFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+    NAMES = "names"
+
+
+def _remember_format(fmt: OutputFormat | None) -> OutputFormat | None:
+    if fmt is not None:
+        state.fmt = fmt
+    return fmt
+
+
+def _json_wanted(flag: bool) -> bool:
+    """--json, or a --format other than table (parsed first when given): every command then
+    takes its machine-readable path, and print_json writes the format asked for."""
+    if flag:
+        state.fmt = OutputFormat.JSON
+    return state.fmt is not OutputFormat.TABLE
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (as --format json).",
+                                       callback=_json_wanted)]
+FormatOpt = Annotated[OutputFormat | None, typer.Option(
+    "--format", help="table (default), json, csv (a row per item) or names (one per line).",
+    callback=_remember_format)]
 
 
 class _LevelPrefix(logging.Formatter):
@@ -86,6 +111,7 @@ class _LevelPrefix(logging.Formatter):
 
 class State:
     settings: config.Settings
+    fmt: OutputFormat = OutputFormat.TABLE
 
 
 state = State()
@@ -136,7 +162,44 @@ def _jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(value), indent=2) + "\n")
+    """The command's result in the format asked for: JSON (the default here), CSV or names."""
+    data = _jsonable(value)
+    if state.fmt is OutputFormat.CSV:
+        _write_csv(_rows(data))
+    elif state.fmt is OutputFormat.NAMES:
+        for name in _names(data):
+            sys.stdout.write(f"{name}\n")
+    else:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+# Where a summary document keeps its items, in the order looked for.
+_ITEM_KEYS = ("results", "created", "checks", "items", "containers", "done", "failed")
+
+
+def _rows(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, dict):
+        listed = next((data[key] for key in _ITEM_KEYS if isinstance(data.get(key), list) and data[key]), None)
+        data = listed if listed is not None else [data]
+    if not isinstance(data, list):
+        return [{"value": data}]
+    return [row if isinstance(row, dict) else {"name": row} for row in data]
+
+
+def _names(data: Any) -> list[str]:
+    return [str(row.get("name", row.get("base", ""))) for row in _rows(data) if row.get("name") or row.get("base")]
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()})
 
 
 def _show(value: Any, as_json: bool, render: Callable[[], Table]) -> None:
@@ -163,7 +226,7 @@ _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
 @app.command()
-def doctor(as_json: JsonOpt = False) -> None:
+def doctor(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Check the host: root, store, libvirtd, cgroups, network, tools, kernel limits.
 
     Every failing row says how to fix it. Exit status 1 when any check fails."""
@@ -181,7 +244,7 @@ def doctor(as_json: JsonOpt = False) -> None:
 
 
 @store_app.command("attach")
-def store_attach(as_json: JsonOpt = False) -> None:
+def store_attach(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Create the store (a loop-file btrfs pool unless it is on btrfs) or re-attach it."""
     pool = _store().ensure()
     status = pool.status()
@@ -198,7 +261,7 @@ def store_detach() -> None:
 
 
 @store_app.command("status")
-def store_status(as_json: JsonOpt = False) -> None:
+def store_status(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Show where the store is and whether it is ready, changing nothing."""
     pool = _store()
     status = pool.status()
@@ -261,7 +324,7 @@ def base(
         help="File whose first line is root's password (stored as a SHA-512 hash).")] = None,
     ssh_key: Annotated[Path | None, typer.Option(help="SSH public key for root.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing base of the same name.")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -296,14 +359,14 @@ def _base_table(bases: list[base_ops.BaseInfo]) -> Table:
 
 
 @base_app.command("list")
-def base_list(as_json: JsonOpt = False) -> None:
+def base_list(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List bases: name, distro, release, size, created, how many containers use each."""
     bases = base_ops.list_bases(state.settings)
     _show(bases, as_json, lambda: _base_table(bases))
 
 
 @base_app.command("info")
-def base_info(name: str, as_json: JsonOpt = False) -> None:
+def base_info(name: BaseArg, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Show one base, with the containers made from it."""
     info = base_ops.info(state.settings, name)
     if as_json:
@@ -313,7 +376,8 @@ def base_info(name: str, as_json: JsonOpt = False) -> None:
 
 
 @base_app.command("rm")
-def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...")], as_json: JsonOpt = False) -> None:
+def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...", autocompletion=_complete_bases)],
+            as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Remove bases (refused while containers use them, naming them)."""
     for name in names_:
         base_ops.remove(state.settings, name)
@@ -321,6 +385,90 @@ def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...")], as_
             out.print(f"removed base {name}")
     if as_json:
         print_json({"removed": names_})
+
+
+def _complete_containers(incomplete: str) -> list[str]:
+    """Container names for shell completion: the store's containers/ directory, read only."""
+    root = config.load({}).store / "containers"
+    try:
+        return sorted(p.name for p in root.iterdir() if p.name.startswith(incomplete))
+    except OSError:
+        return []
+
+
+def _complete_bases(incomplete: str) -> list[str]:
+    root = config.load({}).store / "bases"
+    try:
+        return sorted(p.name for p in root.iterdir() if p.name.startswith(incomplete))
+    except OSError:
+        return []
+
+
+def _complete_networks(incomplete: str) -> list[str]:
+    from lxcforge.virt import Virt
+
+    try:
+        with Virt(config.load({}).uri) as virt:
+            return [n for n in virt.networks() if n.startswith(incomplete)]
+    except LxcforgeError:
+        return []
+
+
+ContainerArg = Annotated[str, typer.Argument(metavar="NAME", autocompletion=_complete_containers)]
+BaseArg = Annotated[str, typer.Argument(metavar="NAME", autocompletion=_complete_bases)]
+NetworkArg = Annotated[str, typer.Argument(metavar="NAME", autocompletion=_complete_networks)]
+@base_app.command("export")
+def base_export(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The base to export.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Where to write it; - for standard output.")],
+    compress: Annotated[bool, typer.Option(
+        "--compress", help="Compress the stream: with zstd if it is installed, else gzip.")] = False,
+    compression: Annotated[str | None, typer.Option(
+        metavar="zstd|gzip", help="Compress the stream with this program (implies --compress).")] = None,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
+) -> None:
+    """Write a base to a file, to import it on another host: a short header (name, distro,
+    release, created, size) and the base's btrfs send stream (compressed with --compress;
+    the header never is).
+
+      lxcforge base export fedora-41 fedora-41.base --compress
+
+      lxcforge base export fedora-41 fedora-41.base --compression gzip
+
+      lxcforge base export fedora-41 - | ssh other lxcforge base import -"""
+    result = base_ops.export_base(state.settings, name, file, compression or ("auto" if compress else None))
+    if file == "-":  # standard output carries the base: the report goes to stderr
+        if as_json:
+            sys.stderr.write(json.dumps(_jsonable(result), indent=2) + "\n")
+        return
+    if as_json:
+        print_json(result)
+    else:
+        shown = f", {result.compression}" if result.compression else ""
+        out.print(f"exported base {name} to {file}: {_human_bytes(result.file_bytes)}{shown} "
+                  f"in {result.seconds:.1f} s", markup=False)
+
+
+@base_app.command("import")
+def base_import(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="A file from 'base export'; - for standard input.")],
+    name: Annotated[str | None, typer.Option(help="Base name; default the exported base's name.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing base of the same name.")] = False,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
+) -> None:
+    """Add a base from a file written by 'base export' (compressed or not: told by its first
+    bytes). It keeps its distro, release and creation time.
+
+      lxcforge base import fedora-41.base
+
+      ssh other lxcforge base export fedora-41 - | lxcforge base import - --name f41"""
+    result = base_ops.import_base(state.settings, file, name=name, force=force)
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"imported base {result.base.name} ({result.base.distro or '?'} "
+                  f"{result.base.release or '?'}, created {result.base.created}) in {result.seconds:.1f} s",
+                  markup=False)
 
 
 NamesArg = Annotated[list[str], typer.Argument(metavar="NAME...", show_default=False)]
@@ -455,7 +603,7 @@ def new(
                                                     help="Skip the up-front capacity checks.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "--print-xml",
                                           help="Print the domain XML and planned address; change nothing.")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
 ) -> None:
     """Create containers from a base: snapshot, fix-ups, reserved address, libvirt domain, start.
 
@@ -497,15 +645,15 @@ def new(
 
 
 @app.command("list")
-def list_(as_json: JsonOpt = False) -> None:
+def list_(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List containers: name, state, IPv4, base, memory limit, created."""
     containers = container_ops.list_containers(state.settings)
     _show(containers, as_json, lambda: _container_table(containers))
 
 
 @app.command()
-def info(name: str, xml: Annotated[bool, typer.Option("--xml", help="Print the domain XML.")] = False,
-         as_json: JsonOpt = False) -> None:
+def info(name: ContainerArg, xml: Annotated[bool, typer.Option("--xml", help="Print the domain XML.")] = False,
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Show one container, with the disk space only it uses."""
     container, domain_xml = container_ops.info(state.settings, name)
     if xml:
@@ -516,7 +664,8 @@ def info(name: str, xml: Annotated[bool, typer.Option("--xml", help="Print the d
         _print_fields(container)
 
 
-TargetsArg = Annotated[list[str] | None, typer.Argument(metavar="NAME|GLOB...", show_default=False)]
+TargetsArg = Annotated[list[str] | None, typer.Argument(metavar="NAME|GLOB...", show_default=False,
+                                                       autocompletion=_complete_containers)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every lxcforge container of this store.")]
 
 
@@ -538,7 +687,7 @@ def _each(action: str, targets: list[str], fn: Callable[[str], object], jobs: in
 def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
           no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for addresses.")] = False,
           timeout: Annotated[float, typer.Option(help="Seconds to wait for each address.")] = 60.0,
-          as_json: JsonOpt = False) -> None:
+          as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Start stopped containers (and wait for their addresses); names, globs or --all.
 
     A running container that libvirt lost track of (no init pid) is restarted ('repaired')."""
@@ -550,7 +699,7 @@ def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = Non
 @app.command()
 def stop(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
          timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0,
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Shut containers down cleanly, forcing them off after --timeout; names, globs or --all."""
     _each("stop", _targets(patterns, all_), lambda n: container_ops.stop(state.settings, n, timeout=timeout),
           jobs, as_json, "stopped")
@@ -559,7 +708,7 @@ def stop(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None
 @app.command()
 def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
             timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0,
-            as_json: JsonOpt = False) -> None:
+            as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Stop, then start, keeping the addresses."""
     _each("restart", _targets(patterns, all_),
           lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted")
@@ -568,7 +717,7 @@ def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = N
 @app.command()
 def autostart(patterns: TargetsArg = None, all_: AllOpt = False,
               off: Annotated[bool, typer.Option("--off", help="Clear the mark instead.")] = False,
-              as_json: JsonOpt = False) -> None:
+              as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Mark containers to start when the host boots, or clear the mark (--off).
 
     At boot, 'lxcforge boot' (the lxcforge-boot service that provision.sh installs) attaches
@@ -581,7 +730,7 @@ def autostart(patterns: TargetsArg = None, all_: AllOpt = False,
 def set_(patterns: TargetsArg = None, all_: AllOpt = False,
          memory: Annotated[str | None, typer.Option(help="Memory limit, e.g. 256M, 2G.")] = None,
          cpus: Annotated[float | None, typer.Option(help="CPU limit in cores, e.g. 1.5; 0 for none.")] = None,
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Change containers' memory and CPU limits; names, globs or --all.
 
     Always kept in the container's definition; applied at once to a running container where
@@ -593,10 +742,10 @@ def set_(patterns: TargetsArg = None, all_: AllOpt = False,
 
 
 @app.command()
-def publish(name: str, base: Annotated[str | None, typer.Argument(help="Name of the new base (default: NAME).")]
-            = None,
+def publish(name: ContainerArg,
+            base: Annotated[str | None, typer.Argument(help="Name of the new base (default: NAME).")] = None,
             force: Annotated[bool, typer.Option("--force", help="Replace an existing base of that name.")] = False,
-            as_json: JsonOpt = False) -> None:
+            as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Make a base of a prepared container, to start many like it.
 
     The copy is a snapshot (a running container is frozen for that instant); in it, what
@@ -621,7 +770,7 @@ DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parall
 @app.command()
 def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobsOpt = None,
             missing_ok: Annotated[bool, typer.Option("--missing-ok", help="No error for names that do not exist.")]
-            = False, as_json: JsonOpt = False) -> None:
+            = False, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume.
     Names, globs ('web*') or --all. Also removes what an interrupted lxcforge left of a name
     (a reservation or a subvolume without a domain)."""
@@ -633,7 +782,7 @@ def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobs
 
 @app.command()
 def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")]
-       = False, as_json: JsonOpt = False) -> None:
+       = False, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Find and remove what interrupted commands left behind, and repair what libvirt lost.
 
     Looks for: subvolumes without a domain, domains whose subvolume is gone, this store's DHCP
@@ -660,7 +809,7 @@ def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would 
 
 
 @app.command()
-def boot(as_json: JsonOpt = False) -> None:
+def boot(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """What the host runs once at boot (the lxcforge-boot service): attach the store, start
     the networks containers use, start the containers marked with --autostart, then gc.
     Safe to run again: running containers are left alone."""
@@ -671,7 +820,7 @@ def boot(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def console(name: str) -> None:
+def console(name: ContainerArg) -> None:
     """Attach to a container's console (log in there; Ctrl+] leaves)."""
     argv = container_ops.console_argv(state.settings, name)
     os.execvp(argv[0], argv)
@@ -680,18 +829,21 @@ def console(name: str) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(  # noqa: A001
     target: Annotated[str, typer.Argument(metavar="NAME|GLOB", help="A container, a glob ('web*') or "
-                                          "names separated by commas.")],
+                                          "names separated by commas.", autocompletion=_complete_containers)],
     command: Annotated[list[str], typer.Argument(metavar="-- CMD...")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="Run as this user (name or uid, from the "
                                              "container's /etc/passwd).")] = None,
     cwd: Annotated[str | None, typer.Option("--cwd", "-w", help="Working directory inside the container "
                                             "(default: its /).")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE, repeatable.")] = None,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="A terminal for the command even when stdin is "
+                                      "not one (default: a terminal exactly when stdin is one).")] = False,
+    no_tty: Annotated[bool, typer.Option("--no-tty", "-T", help="No terminal, even when stdin is one.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Every running container of this store "
                                        "(then NAME|GLOB is '-').")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once, with several "
                                              "(default 16).")] = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
 ) -> None:
     """Run a command inside containers: in their namespaces and cgroups (their memory and CPU
     limits apply), with no capability their own root lacks.
@@ -707,9 +859,17 @@ def exec(  # noqa: A001
 
       lxcforge exec 'web*' -j 32 -- sh -c 'uptime'"""
     many = all_ or as_json or jobs is not None or "," in target or any(ch in target for ch in "*?[")
+    if tty and no_tty:
+        raise LxcforgeError("--tty and --no-tty contradict each other", hint="give one of them")
     if not many:
+        from lxcforge import enter
+
         entry = container_ops.enter(state.settings, target, command, user=user, cwd=cwd, env=env or [])
-        os.execve(entry.argv[0], entry.argv, entry.env)
+        if tty and not sys.stdin.isatty():
+            raise typer.Exit(enter.run_on_new_terminal(entry))
+        if no_tty and (sys.stdin.isatty() or sys.stdout.isatty()):
+            raise typer.Exit(enter.run_without_terminal(entry))
+        os.execve(entry.argv[0], entry.argv, entry.env)  # the terminal, if any, is passed as it is
     from lxcforge.ops import exec_many
 
     patterns = [] if all_ else [p for p in target.split(",") if p]
@@ -751,7 +911,7 @@ def push(source: Annotated[Path, typer.Argument(metavar="SRC", help="A file on t
          target: Annotated[str, typer.Argument(metavar="NAME:DEST", help="Container (or glob, or names with "
                                                "commas) and the absolute path to write.")],
          jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once (default 16).")] = None,
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Copy a file into running containers, written by their own root inside them (a link
     planted in a container cannot point the write outside it), keeping its mode.
 
@@ -769,7 +929,7 @@ def pull(source: Annotated[str, typer.Argument(metavar="NAME:SRC", help="Contain
          dest: Annotated[Path, typer.Argument(metavar="DEST", help="A file; with several containers, a "
                                               "directory that gets NAME/<file>.")],
          jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once (default 16).")] = None,
-         as_json: JsonOpt = False) -> None:
+         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Copy a file out of running containers, read by their own root inside them.
 
       lxcforge pull web1:/var/log/app.log ./app.log
@@ -798,7 +958,7 @@ def network_create(
     subnet: Annotated[str, typer.Option(help="IPv4 subnet, e.g. 10.40.0.0/22 (1021 addresses).")],
     isolated: Annotated[bool, typer.Option("--isolated", help="No forwarding: containers reach only the host "
                                            "and each other.")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
 ) -> None:
     """Create and start a network with DHCP over the whole subnet (gateway .1), NAT unless --isolated."""
     summary = network_ops.create(state.settings, name, subnet, isolated=isolated)
@@ -806,14 +966,14 @@ def network_create(
 
 
 @network_app.command("list")
-def network_list(as_json: JsonOpt = False) -> None:
+def network_list(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Networks with their addresses: in the DHCP range, reserved, free; and containers on them."""
     nets = network_ops.list_networks(state.settings)
     _show(nets, as_json, lambda: _network_table(nets))
 
 
 @network_app.command("adopt")
-def network_adopt(name: str, as_json: JsonOpt = False) -> None:
+def network_adopt(name: NetworkArg, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Make an existing libvirt network (such as 'default') fast for many containers: a dnsmasq
     hosts directory for reservations (otherwise each costs libvirt's live update, ~0.3 s, one
     at a time) and STP off. Restarts the network, so it is refused while anything is attached."""
@@ -822,13 +982,13 @@ def network_adopt(name: str, as_json: JsonOpt = False) -> None:
 
 
 @network_app.command("rm")
-def network_rm(name: str) -> None:
+def network_rm(name: NetworkArg) -> None:
     """Remove a network (refused while containers use it)."""
     network_ops.remove(state.settings, name)
 
 
 @host_app.command("tune")
-def host_tune(as_json: JsonOpt = False) -> None:
+def host_tune(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Raise kernel limits for hundreds of containers, mount the cgroup v1 hierarchies the host
     lacks (otherwise every container's systemd creates and destroys them, and boots slower),
     and remove cgroups left by containers that no longer exist. Idempotent; lasts until reboot

@@ -77,3 +77,72 @@ def nsenter_argv(nsenter: str, fds: Sequence[int], command: Sequence[str], *, ui
     if cwd:
         command = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *command]
     return [*argv, "--", *command]
+
+
+def run_on_new_terminal(entry: Entry) -> int:
+    """Run entry on a pseudo-terminal of its own (exec -t when stdin is not a terminal),
+    relaying this process's stdin and stdout to it; returns its exit status."""
+    import pty
+    import select
+
+    pid, master = pty.fork()
+    if pid == 0:  # child: the terminal is its stdin, stdout and stderr
+        os.execve(entry.argv[0], entry.argv, entry.env)
+    for fd in entry.fds:
+        os.close(fd)
+    stdin_open = True
+    while True:
+        watched = [master] + ([0] if stdin_open else [])
+        ready, _, _ = select.select(watched, [], [])
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the terminal's last user is gone
+                data = b""
+            if not data:
+                break
+            os.write(1, data)
+        if 0 in ready:
+            data = os.read(0, 65536)
+            if data:
+                os.write(master, data)
+            else:
+                os.write(master, b"\x04")  # end of input, as Ctrl-D on a terminal
+                stdin_open = False
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def run_without_terminal(entry: Entry) -> int:
+    """Run entry with pipes for stdin, stdout and stderr even where this process has a
+    terminal (exec -T: output a script parses, no terminal control characters)."""
+    import shutil
+    import subprocess
+    import sys
+    import threading
+
+    child = subprocess.Popen(entry.argv, env=entry.env, pass_fds=entry.fds, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for fd in entry.fds:
+        os.close(fd)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+
+    def feed() -> None:
+        assert child.stdin is not None
+        try:
+            shutil.copyfileobj(sys.stdin.buffer, child.stdin)
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            child.stdin.close()
+
+    copies = [threading.Thread(target=feed, daemon=True),
+              threading.Thread(target=shutil.copyfileobj, args=(child.stdout, sys.stdout.buffer)),
+              threading.Thread(target=shutil.copyfileobj, args=(child.stderr, sys.stderr.buffer))]
+    for thread in copies:
+        thread.start()
+    status = child.wait()
+    for thread in copies[1:]:
+        thread.join()
+    sys.stdout.flush()
+    return status

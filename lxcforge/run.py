@@ -36,7 +36,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # A killed lxcforge takes its children (dnf, debootstrap) with it, so nothing keeps
     # writing into a build that the next command will clean up.
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -92,7 +92,7 @@ def run(
             _cwd=cwd,
             _tty_out=False,
             _out=collect if on_line is not None else None,
-            _preexec_fn=_die_with_parent,
+            _preexec_fn=die_with_parent,
         )
     finally:
         if input is None and hasattr(stdin, "close"):

@@ -14,16 +14,20 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import btrfsutil
 
 from lxcforge import host
 from lxcforge.config import Settings
-from lxcforge.errors import AlreadyExists, HostNotReady, InUse, LxcforgeError, NotFound
-from lxcforge.run import run
+from lxcforge.errors import AlreadyExists, CommandFailed, HostNotReady, InUse, LxcforgeError, NotFound
+from lxcforge.run import die_with_parent, run, which
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,15 @@ class Store:
 
     def container_path(self, name: str) -> Path:
         return self.containers / name
+
+    @property
+    def bases_meta(self) -> Path:
+        # Beside bases/, not in it: bases/ holds only subvolumes (every entry is a base).
+        return self.root / "bases-meta"
+
+    def base_meta_path(self, name: str) -> Path:
+        """A base's sidecar JSON (an imported base's original creation time)."""
+        return self.bases_meta / f"{name}.json"
 
     # -- state ----------------------------------------------------------------------------
     def status(self) -> StoreStatus:
@@ -471,8 +484,133 @@ def created_time(path: Path) -> float:
     return float(info.otime)
 
 
+def subvolume_uuid(path: Path) -> str:
+    """The subvolume's UUID (hex): a new one for every subvolume, so it tells a base from a
+    later one of the same name."""
+    info = btrfsutil.subvolume_info(str(path))
+    return bytes(info.uuid).hex()
+
+
 def rename_subvolume(source: Path, dest: Path) -> None:
     """Move a subvolume within the store (a rename: instant, same filesystem)."""
     if dest.exists():
         raise AlreadyExists(f"{dest} already exists", hint="remove it first")
     os.rename(source, dest)
+
+
+# -- send and receive ----------------------------------------------------------------------
+# These use subprocess.Popen, not run(): a base's stream is gigabytes and must flow from
+# `btrfs send` to a file (or from a file to `btrfs receive`) without being held in memory.
+# A compressed stream is plain zstd or gzip output (so `zstd -d` can read it by hand).
+COMPRESSORS = {"zstd": (["zstd", "-q", "-c", "-T0"], ["zstd", "-q", "-d", "-c"]),
+               "gzip": (["gzip", "-c"], ["gzip", "-d", "-c"])}
+COMPRESSION_MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "gzip": b"\x1f\x8b"}
+SEND_STREAM_MAGIC = b"btrfs-stream\0"
+
+
+def detect_compression(head: bytes) -> str | None:
+    """'zstd' or 'gzip' from a stream's first bytes, None for anything else."""
+    for name, magic in COMPRESSION_MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def require_compressor(name: str) -> None:
+    if name not in COMPRESSORS:
+        raise LxcforgeError(f"unknown compression {name!r}", hint="use zstd or gzip")
+    if which(name) is None:
+        raise HostNotReady(f"program not found: {name}", hint=f"install {name}, or use the other compression")
+
+
+class _Pipeline:
+    """Programs chained stdout to stdin, the first reading stdin, the last writing stdout;
+    each one's stderr goes to a temporary file (read only if it fails)."""
+
+    def __init__(self, argvs: list[list[str]], stdin: int | IO[bytes], stdout: int | IO[bytes]) -> None:
+        self.argvs = argvs
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.errs: list[IO[bytes]] = []
+        source: int | IO[bytes] = stdin
+        try:
+            for i, argv in enumerate(argvs):
+                log.debug("+ %s", " ".join(argv))
+                err = tempfile.TemporaryFile()
+                self.errs.append(err)
+                last = i == len(argvs) - 1
+                # die_with_parent, as run() does: a killed lxcforge takes its children along,
+                # so no `btrfs receive` writes on into a tmp/ the next command removes.
+                proc = subprocess.Popen(argv, stdin=source, stdout=stdout if last else subprocess.PIPE,
+                                        stderr=err, preexec_fn=die_with_parent)
+                previous_out = self.procs[-1].stdout if self.procs else None
+                if previous_out is not None:
+                    previous_out.close()  # the next program owns the pipe's read end now
+                self.procs.append(proc)
+                source = proc.stdout if proc.stdout is not None else subprocess.DEVNULL
+        except OSError as exc:
+            self.kill()
+            raise HostNotReady(f"cannot run {argvs[len(self.procs)][0]}: {exc.strerror}",
+                               hint="install it (vagrant/provision.sh installs everything lxcforge uses)") from exc
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        self.wait(check=False)
+
+    def wait(self, *, check: bool = True, hint: str | None = None) -> None:
+        """Wait for every program; raise for the last one that failed (one killed by SIGPIPE
+        only saw its reader fail first, which is the error worth showing)."""
+        failed: CommandFailed | None = None
+        for argv, proc, err in zip(self.argvs, self.procs, self.errs, strict=False):
+            returncode = proc.wait()
+            err.seek(0)
+            text = err.read().decode("utf-8", errors="replace")
+            err.close()
+            if returncode != 0 and returncode != -signal.SIGPIPE:
+                failed = CommandFailed(argv, returncode, text, hint=hint)
+        if check and failed is not None:
+            raise failed
+
+
+def send_subvolume(path: Path, out: IO[bytes], compression: str | None, *, hint: str | None = None) -> None:
+    """Write the btrfs send stream of the read-only subvolume path to out, from out's current
+    position (compressed if asked)."""
+    argvs = [["btrfs", "send", "-q", str(path)]]
+    if compression is not None:
+        require_compressor(compression)
+        argvs.append(COMPRESSORS[compression][0])
+    out.flush()  # whatever Python buffered (the header) goes before the stream
+    pipeline = _Pipeline(argvs, subprocess.DEVNULL, out)
+    pipeline.wait(hint=hint)
+
+
+def receive_subvolume(dest_dir: Path, chunks: Iterable[bytes], compression: str | None, *,
+                      hint: str | None = None) -> None:
+    """Feed a btrfs send stream (compressed or not) to `btrfs receive` into dest_dir: the
+    subvolume appears there under its sent name, read-only once the stream is complete.
+    Chunks pass through this process one at a time, so detection of the compression needs no
+    seekable input (stdin works)."""
+    # --chroot: a hostile stream cannot write outside dest_dir.
+    argvs = [["btrfs", "receive", "-q", "--chroot", str(dest_dir)]]
+    if compression is not None:
+        require_compressor(compression)
+        argvs.insert(0, COMPRESSORS[compression][1])
+    pipeline = _Pipeline(argvs, subprocess.PIPE, subprocess.DEVNULL)
+    feed = pipeline.procs[0].stdin
+    assert feed is not None
+    stopped_early = False
+    try:
+        for chunk in chunks:
+            feed.write(chunk)
+    except BrokenPipeError:
+        stopped_early = True  # the program says why below
+    except BaseException:
+        pipeline.kill()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            feed.close()
+    pipeline.wait(hint=hint)
+    if stopped_early:
+        raise LxcforgeError("btrfs receive stopped before the end of the stream", hint=hint)

@@ -4,7 +4,12 @@ directory, with the exit status passed through."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from lxcforge.store import Store
@@ -116,3 +121,29 @@ def test_set_changes_limits_live_and_for_the_next_start(
     assert info["memory_bytes"] == 256 * 1024**2
     refused = lxcforge(minimal_store.root, "set", name, "--memory", "lots")
     assert refused.returncode == 1 and "not a size" in refused.stderr
+
+
+def test_exec_terminal_choices_and_output_formats(
+    minimal_store: Store, minimal_net: str, unique: str
+) -> None:
+    name = f"t{unique}"
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0
+    probe = "[ -t 0 ] && echo tty || echo notty; exit 3"
+    plain = lxcforge(minimal_store.root, "exec", name, "--", "sh", "-c", probe)
+    assert (plain.returncode, plain.stdout.strip()) == (3, "notty")  # stdin is no terminal: none given
+    forced = lxcforge(minimal_store.root, "exec", "-t", name, "--", "sh", "-c", probe)
+    assert (forced.returncode, forced.stdout.strip()) == (3, "tty")
+    # Under a terminal (script(1) gives one): a terminal by default, none with -T.
+    command = f"{sys.executable} -m lxcforge --store {minimal_store.root} exec %s {name} -- sh -c '{probe}'"
+    for flag, expected in (("", "tty"), ("-T", "notty")):
+        shown = subprocess.run(["script", "-qec", command % flag, "/dev/null"], capture_output=True, text=True,
+                               env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+        assert shown.returncode == 3 and shown.stdout.strip().endswith(expected), (flag, shown.stdout)
+
+    names = lxcforge(minimal_store.root, "list", "--format", "names")
+    assert names.stdout.split() == [name]
+    rows = list(csv.DictReader(io.StringIO(lxcforge(minimal_store.root, "list", "--format", "csv").stdout)))
+    assert [r["name"] for r in rows] == [name] and rows[0]["state"] == "running"
+    ran = lxcforge(minimal_store.root, "exec", name, "--format", "csv", "--", "hostname")
+    rows = list(csv.DictReader(io.StringIO(ran.stdout)))
+    assert rows[0]["name"] == name and rows[0]["status"] == "0" and rows[0]["stdout"].strip() == name

@@ -4,6 +4,9 @@ container's own root inside it, so a link planted inside cannot lead a write out
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from lxcforge.store import Store
@@ -56,3 +59,21 @@ def test_a_link_planted_inside_cannot_lead_a_push_outside(
         assert (rootfs / link.lstrip("/")).read_text() == "written by push\n"
         assert not (rootfs / link.lstrip("/")).is_symlink()  # the link was replaced, not followed
     assert host_file.read_text() == "host content\n"
+
+
+def test_names_complete_in_the_shell(minimal_store: Store, minimal_net: str, unique: str) -> None:
+    name = f"cmp{unique}"
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "LXCFORGE_CONFIG": "/nonexistent", "LXCFORGE_STORE": str(minimal_store.root),
+               "_LXCFORGE_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split()) - 1)}
+        # The installed command: completion is keyed to the program's name.
+        done = subprocess.run([str(Path(sys.executable).parent / "lxcforge")], env=env, capture_output=True,
+                              text=True)
+        return done.stdout.split()
+
+    assert complete(f"lxcforge info cmp{unique[:2]}") == [name]
+    assert complete("lxcforge base info minimal") == ["minimal-1"]
+    assert minimal_net in complete(f"lxcforge network rm {minimal_net[:4]}")
