@@ -174,7 +174,7 @@ def print_json(value: Any) -> None:
 
 
 # Where a summary document keeps its items, in the order looked for.
-_ITEM_KEYS = ("results", "created", "checks", "items", "containers", "done", "failed")
+_ITEM_KEYS = ("results", "created", "checks", "items", "containers", "done")
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:

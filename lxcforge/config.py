@@ -38,7 +38,9 @@ def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
     if name in _PATH_FIELDS:
-        return Path(str(value)).absolute()
+        # One spelling per store: its containers' metadata, MACs and gc's notion of "mine"
+        # all name it, so a symlink or '..' in --store must not make it another store.
+        return Path(str(value)).resolve()
     return str(value)
 
 

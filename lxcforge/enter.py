@@ -42,6 +42,16 @@ def narrow_bounding_set(keep: int) -> None:
             raise OSError(errno, f"cannot drop capability {cap} from the bounding set: {os.strerror(errno)}")
 
 
+def check_namespaces(fds: Sequence[int], init_pid: int) -> None:
+    """The descriptors libvirt gave must be the container init's own mount and pid
+    namespaces (a pid libvirt kept from an earlier run could now be any process's)."""
+    own = {kind: os.stat(f"/proc/{init_pid}/ns/{kind}").st_ino for kind in ("mnt", "pid")}
+    given = {namespace_type(fd): os.fstat(fd).st_ino for fd in fds}
+    for kind, inode in own.items():
+        if given.get(kind) != inode:
+            raise ValueError(f"libvirt's {kind} namespace is not the container init's")
+
+
 def namespace_type(fd: int) -> str:
     """'mnt', 'net', ... for a namespace descriptor (its link reads 'mnt:[4026531840]')."""
     return os.readlink(f"/proc/self/fd/{fd}").split(":", 1)[0]

@@ -210,15 +210,12 @@ def lxc_init_pid(name: str) -> int | None:
     return min(kids) if kids else None
 
 
-def namespace_inodes(pid: int) -> set[int]:
-    """Inodes of a process's namespaces (empty if it is gone)."""
+def namespace_inodes(pid: int, kinds: tuple[str, ...] = ("mnt", "pid", "net", "uts", "ipc", "user")) -> set[int]:
+    """Inodes of a process's namespaces of those kinds (empty if it is gone)."""
     found = set()
-    try:
-        for entry in (PROC / str(pid) / "ns").iterdir():
-            with contextlib.suppress(OSError):
-                found.add(entry.stat().st_ino)
-    except OSError:
-        pass
+    for kind in kinds:
+        with contextlib.suppress(OSError):
+            found.add((PROC / str(pid) / "ns" / kind).stat().st_ino)
     return found
 
 

@@ -17,6 +17,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,17 +270,28 @@ class Store:
             log.info("removed leftovers of interrupted builds: %s", ", ".join(removed))
         return removed
 
-    def stale_locks(self) -> list[Path]:
+    def stale_locks(self, min_age: float = 0.0) -> list[Path]:
         """Per-name lock files (containers, bases, builds) nobody holds: their holder was
-        killed before it could remove them. The one address lock file is permanent."""
+        killed before it could remove them. The one address lock file is permanent.
+        min_age: leave younger files alone (see remove_stale_locks)."""
         if not self.locks.is_dir():
             return []
-        return [path for path in sorted(self.locks.glob("*.lock"))
-                if path.name.startswith(PER_NAME_LOCKS) and self.lock_is_stale(path)]
+        now = time.time()
+        found = []
+        for path in sorted(self.locks.glob("*.lock")):
+            try:
+                young = now - path.stat().st_mtime < min_age
+            except FileNotFoundError:
+                continue
+            if path.name.startswith(PER_NAME_LOCKS) and not young and self.lock_is_stale(path):
+                found.append(path)
+        return found
 
     def remove_stale_locks(self) -> None:
-        """So that killed commands' lock files do not accumulate (one per name otherwise)."""
-        for path in self.stale_locks():
+        """So that killed commands' lock files do not accumulate (one per name otherwise).
+        Only files a minute old: probing a lock takes it for an instant, and a command that
+        just created its own must not find it taken (gc, run by hand, takes them all)."""
+        for path in self.stale_locks(min_age=60.0):
             self.remove_stale_lock(path)
 
     @staticmethod

@@ -203,11 +203,20 @@ def new_many(
             outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
                                                    jobs or default_jobs(), on_event)
         finally:
-            # Each container is complete or undone by now (complete ones were cleared as they
-            # finished, so a kill keeps them).
+            # Complete containers were cleared as they finished (so a kill keeps them); the
+            # rest are undone, unless an undo step failed (libvirtd gone, say): those keep
+            # their mark, for the next new, destroy or gc to finish.
             for name in wanted:
-                pool.clear_pending(name)
+                if pool.is_pending(name) and not _half_made(virt, pool, name):
+                    pool.clear_pending(name)
     return Summary("new", outcomes, time.monotonic() - started, interrupted)
+
+
+def _half_made(virt: Virt, pool: Store, name: str) -> bool:
+    try:
+        return pool.container_path(name).exists() or virt.domain_exists(name)
+    except LxcforgeError:
+        return True  # cannot tell (libvirtd unreachable): keep the mark
 
 
 def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str], existing: set[str]) -> None:

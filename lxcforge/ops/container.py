@@ -509,13 +509,13 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
             virt = stack.enter_context(Virt(settings.uri))
         if not locked:
             stack.enter_context(name_lock(pool, name))
-        pool.mark_pending(name, "destroy")
         found = False
         dom = (listed.get(name) if listed is not None
                else virt.domain(name) if virt.domain_exists(name) else None)
         drop: list[tuple[str, network.DhcpHost]] = []
-        if dom is not None:
-            meta = _mine(settings, dom)
+        meta = _mine(settings, dom) if dom is not None else None  # refuses another's domain, changing nothing
+        pool.mark_pending(name, "destroy")
+        if dom is not None and meta is not None:
             try:
                 _kill(virt, name)
                 faults.point("destroy.killed")
@@ -581,6 +581,12 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
             uid, gid, home = account(settings, name, user)
             variables["HOME"] = home
         fds = virt.open_namespaces(name)
+        try:
+            enter_mod.check_namespaces(fds, init)
+        except (ValueError, OSError) as exc:
+            for fd in fds:
+                os.close(fd)
+            raise LxcforgeError(f"cannot enter {name}: {exc}", hint=repair.FIX) from exc
         for fd in fds:
             os.set_inheritable(fd, True)
         keep = enter_mod.bounding_set(init)
@@ -612,7 +618,8 @@ def account(settings: Settings, name: str, user: str) -> tuple[int, int, str]:
         passwd = ""
     for line in passwd.splitlines():
         fields = line.split(":")
-        if len(fields) >= 6 and (fields[0] == user or fields[2] == user):
+        if len(fields) >= 6 and (fields[0] == user or fields[2] == user) and fields[2].isdigit() \
+                and fields[3].isdigit():
             return int(fields[2]), int(fields[3]), fields[5] or "/"
     if user.isdigit():
         return int(user), int(user), "/"

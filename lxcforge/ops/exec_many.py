@@ -26,7 +26,7 @@ from lxcforge.run import which
 from lxcforge.virt import ThreadConnections
 
 # sh -c JOIN sh FILE... -- CMD...: this shell's pid into each cgroup.procs FILE, then CMD.
-JOIN = 'for f; do shift; [ "$f" = -- ] && break; echo $$ > "$f"; done; exec "$@"'
+JOIN = 'for f; do shift; [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; done; exec "$@"'
 
 
 @dataclass
@@ -70,6 +70,7 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
             fds: list[int] = []
             try:
                 virt = connections.get()
+                container_ops.describe(virt, settings, name)  # this store's, or refused
                 if repair.is_managed(virt, name) is not True:
                     raise LxcforgeError(f"{name} is not running, or {repair.UNMANAGED}")
                 controller = host.lxc_controller_pid(name)
@@ -82,7 +83,10 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                     uid, gid, home = container_ops.account(settings, name, user)
                     child_env["HOME"] = home
                 fds = virt.open_namespaces(name)
+                enter.check_namespaces(fds, init)
                 procs = host.cgroup_procs_files(controller, mount_list)
+                if not procs:
+                    raise LxcforgeError(f"cannot find {name}'s cgroups")
                 caps = setpriv_caps(enter.bounding_set(init), last_cap)
                 argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),
                         "--bounding-set", caps, "--",
@@ -94,7 +98,7 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                                           stderr=subprocess.PIPE, timeout=timeout)
                 ran = Ran(name, done.returncode, (done.stdout or b"").decode(errors="replace"),
                           done.stderr.decode(errors="replace"), time.monotonic() - started)
-            except (LxcforgeError, OSError, subprocess.TimeoutExpired) as exc:
+            except (LxcforgeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 message = exc.message if isinstance(exc, LxcforgeError) else str(exc)
                 ran = Ran(name, None, "", "", time.monotonic() - started, error=message)
             finally:

@@ -62,12 +62,22 @@ def pull(settings: Settings, spec: str, dest: Path, *, jobs: int = 16,
         for name in names:
             (dest / name).mkdir(exist_ok=True)
 
-    def output(name: str) -> Path:
+    def final(name: str) -> Path:
         return dest / name / Path(source).name if several else dest
 
-    results = exec_many.run_many(settings, names, ["cat", "--", source], jobs=jobs, stdout_to=output,
+    def partial(name: str) -> Path:
+        # Written beside the destination, renamed when complete: an existing file is replaced
+        # only by a whole copy, never truncated by a failed one.
+        path = final(name)
+        return path.with_name(f".{path.name}.lxcforge-pull")
+
+    if not several and dest.is_dir():
+        raise LxcforgeError(f"{dest} is a directory", hint=f"name the file: {dest / Path(source).name}")
+    results = exec_many.run_many(settings, names, ["cat", "--", source], jobs=jobs, stdout_to=partial,
                                  on_done=on_done)
     for ran in results:
-        if not ran.ok:
-            output(ran.name).unlink(missing_ok=True)  # no half or empty copy of what could not be read
+        if ran.ok:
+            partial(ran.name).rename(final(ran.name))
+        else:
+            partial(ran.name).unlink(missing_ok=True)
     return results

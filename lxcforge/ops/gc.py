@@ -66,17 +66,23 @@ class _Sweep:
         self.report = Report(dry_run=dry_run)
         self.gone: set[str] = set()  # names with no domain that left something behind
 
-    def found(self, item: Item, fix: Callable[[], object], lock_name: str | None = None) -> None:
-        """Record an orphan and, unless this is a dry run, remove it (under the name's lock
-        when it belongs to a container name: skipped if some lxcforge holds it)."""
+    def found(self, item: Item, fix: Callable[[], object], lock_name: str | None = None,
+              still: Callable[[], bool] = lambda: True) -> None:
+        """Record an orphan and, unless this is a dry run, remove it: under the name's lock
+        when it belongs to a container name (skipped if some lxcforge holds it), and only if
+        still() says, under that lock, that it is an orphan yet (what was seen before the lock
+        may have been a command at work that has finished since)."""
         if self.report.dry_run:
-            self.report.items.append(item)
+            held = lock_name is not None and not self.pool.lock_is_stale(
+                self.pool.locks / f"container-{lock_name}.lock")
+            if not held:  # a name some lxcforge works on is its business, not a leftover
+                self.report.items.append(item)
             return
         try:
-            if lock_name is not None:
-                with container_ops.name_lock(self.pool, lock_name):
-                    fix()
-            else:
+            with (container_ops.name_lock(self.pool, lock_name) if lock_name is not None
+                  else contextlib.nullcontext()):
+                if not still():
+                    return
                 fix()
         except InUse:
             log.info("skipped %s %s: in use", item.kind, item.what)
@@ -101,19 +107,22 @@ def collect(settings: Settings, *, dry_run: bool = False) -> Report:
     with Virt(settings.uri) as virt:
         sweep = _Sweep(settings, pool, virt, dry_run)
         unfinished = _unfinished(sweep)
-        domains = [d for d in virt.domains() if d.name not in unfinished]
+        domains = virt.domains()
+        # Any domain's name is alive, whichever store or tool made it: gc never takes a
+        # piece of a name that has one (only the domains of an unfinished operation of this
+        # store's go, above).
         defined = {d.name for d in domains}
         mine = {}
         for dom in domains:
             meta = domain.read_metadata(dom.xml)
-            if meta is not None and meta.store == sweep.owner:
+            if dom.name not in unfinished and meta is not None and meta.store == sweep.owner:
                 mine[dom.name] = (dom, meta)
         _domains_without_subvolume(sweep, mine)
-        _subvolumes_without_domain(sweep, set(mine) | unfinished)
-        _reservations(sweep, set(mine) | unfinished)
+        _subvolumes_without_domain(sweep, defined | unfinished)
+        _reservations(sweep, defined | unfinished)
         _unmanaged(sweep, mine)
-        _run_leftovers(sweep, defined)
-        _stray_veths(sweep, defined)
+        _run_leftovers(sweep, defined | unfinished)
+        _stray_veths(sweep, defined | unfinished)
         if not dry_run:
             for group in cgroups.stale_groups(virt.domain_uuids):
                 sweep.found(Item("cgroup", str(group)), partial(cgroups.remove_tree, group))
@@ -135,7 +144,7 @@ def _unfinished(sweep: _Sweep) -> set[str]:
         sweep.found(Item("unfinished", name, "a new or destroy was killed half way"),
                     partial(container_ops.destroy, sweep.settings, name, missing_ok=True, virt=sweep.virt,
                             pool=sweep.pool, locked=True, listed=listed, orphans=orphans),
-                    lock_name=name)
+                    lock_name=name, still=partial(sweep.pool.is_pending, name))
     return names
 
 
@@ -150,17 +159,21 @@ def _destroy_domain(sweep: _Sweep, name: str) -> None:
     container_ops.destroy(sweep.settings, name, missing_ok=True, virt=sweep.virt, pool=sweep.pool)
 
 
-def _subvolumes_without_domain(sweep: _Sweep, mine: set[str]) -> None:
+def _no_domain(sweep: _Sweep, name: str) -> bool:
+    return not sweep.virt.domain_exists(name) and not sweep.pool.is_pending(name)
+
+
+def _subvolumes_without_domain(sweep: _Sweep, alive: set[str]) -> None:
     if not sweep.pool.containers.is_dir():
         return
     for path in sorted(sweep.pool.containers.iterdir()):
-        if path.name not in mine:
+        if path.name not in alive:
             sweep.gone.add(path.name)
             sweep.found(Item("subvolume", str(path), "no domain"), partial(store.delete_tree, path),
-                        lock_name=path.name)
+                        lock_name=path.name, still=partial(_no_domain, sweep, path.name))
 
 
-def _reservations(sweep: _Sweep, mine: set[str]) -> None:
+def _reservations(sweep: _Sweep, alive: set[str]) -> None:
     """This store's reservations, hosts files and leases whose container is gone."""
     for net in sweep.virt.networks():
         info = sweep.virt.network(net)
@@ -168,25 +181,35 @@ def _reservations(sweep: _Sweep, mine: set[str]) -> None:
             continue
         plan = network.parse_network_xml(info.xml)
         orphans = [h for h in plan.hosts
-                   if h.name and h.name not in mine and network.owned_by(h.mac, h.name, sweep.owner)]
+                   if h.name and h.name not in alive and network.owned_by(h.mac, h.name, sweep.owner)]
         for entry in orphans:
             sweep.gone.add(str(entry.name))
             sweep.found(Item("reservation", f"{entry.name} {entry.ip} on {net}", entry.mac),
-                        partial(addresses.drop_addresses, sweep.virt, net, [entry]), lock_name=entry.name)
+                        partial(addresses.drop_addresses, sweep.virt, net, [entry]), lock_name=entry.name,
+                        still=partial(_no_domain, sweep, str(entry.name)))
         reserved = {h.mac for h in plan.hosts} - {e.mac for e in orphans}
         if plan.hostsdir:
             for mac, name in dhcp.published(plan.hostsdir):
-                if mac not in reserved and name and network.owned_by(mac, name, sweep.owner):
+                if mac not in reserved and name and name not in alive and network.owned_by(mac, name, sweep.owner):
                     sweep.found(Item("hostsfile", f"{name} on {net}", mac),
-                                partial(_withdraw, plan.hostsdir, mac, net))
+                                partial(_withdraw, plan.hostsdir, mac, net), lock_name=name,
+                                still=partial(_unreserved, sweep, net, mac, name))
         if info.active and info.bridge:
             for lease in sweep.virt.leases(net):
                 name = lease.hostname
-                if (lease.mac not in reserved and name and name not in mine
+                if (lease.mac not in reserved and name and name not in alive
                         and network.owned_by(lease.mac, name, sweep.owner)):
                     sweep.found(Item("lease", f"{name} {lease.ip} on {net}", lease.mac),
                                 partial(dhcp.release_lease, info.bridge, network.DhcpHost(lease.mac, lease.ip),
-                                        lease.client_id))
+                                        lease.client_id), lock_name=name,
+                                still=partial(_unreserved, sweep, net, lease.mac, name))
+
+
+def _unreserved(sweep: _Sweep, net: str, mac: str, name: str) -> bool:
+    """Under the name's lock: no domain, and no reservation of the MAC (read again)."""
+    info = sweep.virt.network(net)
+    return (_no_domain(sweep, name) and info is not None
+            and mac not in {h.mac for h in network.parse_network_xml(info.xml).hosts})
 
 
 def _withdraw(hostsdir: str, mac: str, net: str) -> None:
@@ -199,7 +222,11 @@ def _unmanaged(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metada
     for name in sorted(mine):
         if managed.get(name, True) is False:
             sweep.found(Item("unmanaged", name, repair.UNMANAGED), partial(repair.repair, sweep.virt, name),
-                        lock_name=name)
+                        lock_name=name, still=partial(_unmanaged_yet, sweep, name))
+
+
+def _unmanaged_yet(sweep: _Sweep, name: str) -> bool:
+    return repair.is_managed(sweep.virt, name) is False
 
 
 def _run_leftovers(sweep: _Sweep, defined: set[str]) -> None:
@@ -217,7 +244,9 @@ def _run_leftovers(sweep: _Sweep, defined: set[str]) -> None:
                 leftover.add(name)
     sweep.gone |= leftover
     for name in sorted(leftover):
-        sweep.found(Item("rundir", f"{host.LIBVIRT_LXC_STATE}/{name}.*"), partial(_remove_run_leftovers, name))
+        # Under the name's lock and looked up again: a container being started has these too.
+        sweep.found(Item("rundir", f"{host.LIBVIRT_LXC_STATE}/{name}.*"), partial(_remove_run_leftovers, name),
+                    lock_name=name, still=partial(_no_domain, sweep, name))
 
 
 def _remove_run_leftovers(name: str) -> None:
@@ -237,7 +266,8 @@ def _stray_veths(sweep: _Sweep, defined: set[str]) -> None:
     for ifname, mac in host.interfaces_with_mac_prefix(network.MAC_PREFIX):
         owner = next((n for n in sorted(sweep.gone - defined) if network.owned_by(mac, n, sweep.owner)), None)
         if owner is not None:
-            sweep.found(Item("veth", f"{ifname} of {owner}", mac), partial(run, ["ip", "link", "delete", ifname]))
+            sweep.found(Item("veth", f"{ifname} of {owner}", mac), partial(run, ["ip", "link", "delete", ifname]),
+                        lock_name=owner, still=partial(_no_domain, sweep, owner))
 
 
 def _locks_and_tmp(sweep: _Sweep) -> None:

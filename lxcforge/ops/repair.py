@@ -66,8 +66,10 @@ def judge(name: str, seen: set[int] | None) -> bool | None:
     pid = host.lxc_init_pid(name)
     if pid is None:
         return True  # no controller child to compare with: libvirt's word stands
-    actual = host.namespace_inodes(pid)
-    return not actual or bool(seen & actual)
+    # The container's own mount and pid namespaces: the user namespace a privileged
+    # container shares with the host would match any process, a stale pid's included.
+    own = host.namespace_inodes(pid, ("mnt", "pid"))
+    return not own or own <= seen
 
 
 def wait_known(virt: Virt, name: str, settle: float | None = None) -> bool | None:

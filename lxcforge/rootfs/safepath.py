@@ -85,7 +85,8 @@ def _open_file(root: Path, inner: str) -> Iterator[int]:
     parts = _parts(inner)
     with _parent_fd(root, parts, create=False) as dir_fd:
         try:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            # O_NONBLOCK: a FIFO planted in a rootfs must not hang the reader.
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
         except OSError as exc:
             _refuse_link(exc, root, inner)
             raise
@@ -95,12 +96,21 @@ def _open_file(root: Path, inner: str) -> Iterator[int]:
             os.close(fd)
 
 
+READ_LIMIT = 16 * 1024 * 1024  # a configuration file, not a device's endless stream
+
+
 def read_text(root: Path, inner: str) -> str:
+    """inner's content; only a regular file is read (a FIFO or device node planted in the
+    rootfs is refused), and at most READ_LIMIT bytes of it."""
     with _open_file(root, inner) as fd:
-        chunks = []
-        while chunk := os.read(fd, 65536):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath(f"{inner} in {root} is not a regular file", hint="the rootfs is not as expected")
+        chunks: list[bytes] = []
+        size = 0
+        while size < READ_LIMIT and (chunk := os.read(fd, 65536)):
             chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8", errors="surrogateescape")
+            size += len(chunk)
+    return b"".join(chunks)[:READ_LIMIT].decode("utf-8", errors="surrogateescape")
 
 
 def write_text(root: Path, inner: str, text: str, mode: int = 0o644, *, dir_mode: int = 0o755) -> None:

@@ -179,6 +179,20 @@ def test_orphaned_reservations_are_counted_reclaimed_and_others_left_alone(
     hosts = network.parse_network_xml(virt.network(net).xml).hosts  # type: ignore[union-attr]
     assert foreign in hosts  # never touched
 
+    # Another tool's domain: destroy refuses it and leaves no mark that gc would act on.
+    other = f"other{unique}"
+    virt.define_domain(f"<domain type='lxc'><name>{other}</name><memory>65536</memory><os><type>exe</type>"
+                       "<init>/bin/sh</init></os><devices><filesystem type='mount'><source dir='/var/empty'/>"
+                       "<target dir='/'/></filesystem></devices></domain>")
+    try:
+        refused = lxcforge(minimal_store.root, "destroy", other)
+        assert refused.returncode == 1 and "not an lxcforge container" in refused.stderr
+        assert not minimal_store.is_pending(other)
+        assert other not in json.dumps(json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout))
+        assert other in virt.domain_names()
+    finally:
+        virt.undefine(other)
+
 
 def test_libvirtd_killed_mid_batch_then_gc_leaves_only_complete_containers(
     minimal_store: Store, net: str, unique: str, virt: Virt

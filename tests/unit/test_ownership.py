@@ -7,6 +7,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,14 +43,18 @@ def test_stale_locks_are_found_and_held_ones_are_not(tmp_path: Path) -> None:
     pool = Store(tmp_path, tmp_path / "pool.img")
     pool.locks.mkdir()
     (pool.locks / "container-dead.lock").write_text("")
+    old = time.time() - 120
+    os.utime(pool.locks / "container-dead.lock", (old, old))
+    (pool.locks / "container-just-made.lock").write_text("")  # unheld, but maybe about to be taken
     (pool.locks / "addresses.lock").write_text("")  # permanent: never reported
     held = pool.locks / "container-busy.lock"
     fd = os.open(held, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        assert [p.name for p in pool.stale_locks()] == ["container-dead.lock"]
-        pool.remove_stale_locks()
-        assert sorted(p.name for p in pool.locks.iterdir()) == ["addresses.lock", "container-busy.lock"]
+        assert [p.name for p in pool.stale_locks()] == ["container-dead.lock", "container-just-made.lock"]
+        pool.remove_stale_locks()  # what every command does: only those a minute old
+        assert sorted(p.name for p in pool.locks.iterdir()) == [
+            "addresses.lock", "container-busy.lock", "container-just-made.lock"]
     finally:
         os.close(fd)
 
