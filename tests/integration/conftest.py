@@ -31,15 +31,22 @@ def virt() -> Iterator[Virt]:
         yield connection
 
 
-@pytest.fixture
-def loop_store(tmp_path: Path) -> Iterator[Store]:
-    """A fresh loop-file btrfs pool in a temporary place; unmounted and deleted afterwards."""
-    pool = Store(tmp_path / "store", tmp_path / "store.img", "2G")
+@contextlib.contextmanager
+def loop_pool(directory: Path, name: str = "store") -> Iterator[Store]:
+    """A fresh 2G loop-file btrfs pool DIRECTORY/NAME; unmounted and deleted afterwards."""
+    pool = Store(directory / name, directory / f"{name}.img", "2G")
     try:
         yield pool.ensure()
     finally:
         subprocess.run(["umount", "-l", str(pool.root)], capture_output=True)
         pool.pool_image.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def loop_store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh loop-file btrfs pool in a temporary place; unmounted and deleted afterwards."""
+    with loop_pool(tmp_path) as pool:
+        yield pool
 
 
 def free_subnet(prefix: int = 24) -> str:

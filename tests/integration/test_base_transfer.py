@@ -16,7 +16,7 @@ import pytest
 
 from lxcforge import faults, store
 from lxcforge.store import Store
-from tests.integration.conftest import lxcforge
+from tests.integration.conftest import loop_pool, lxcforge
 
 BASE = "minimal-1"  # what the minimal_store fixture builds
 
@@ -24,12 +24,8 @@ BASE = "minimal-1"  # what the minimal_store fixture builds
 @pytest.fixture
 def store2(tmp_path: Path) -> Iterator[Store]:
     """A second loop pool: the 'other host'."""
-    pool = Store(tmp_path / "store2", tmp_path / "store2.img", "2G")
-    try:
-        yield pool.ensure()
-    finally:
-        subprocess.run(["umount", "-l", str(pool.root)], capture_output=True)
-        pool.pool_image.unlink(missing_ok=True)
+    with loop_pool(tmp_path, "store2") as pool:
+        yield pool
 
 
 def listed(pool: Store) -> dict[str, dict[str, object]]:
