@@ -293,6 +293,18 @@ class Virt:
             raise LxcforgeError(f"cannot enter {name}: {_message(exc)}",
                                 hint=f"is it running and managed? 'lxcforge info {name}', 'lxcforge gc'") from exc
 
+    def security_label(self, name: str) -> tuple[str, str] | None:
+        """(model, label) of a running container under libvirt's security driver (selinux,
+        apparmor); None under 'none', where containers get no label."""
+        try:
+            model = self.conn.getSecurityModel()[0]
+            if not model or model == "none":
+                return None
+            label = self._dom(name).securityLabel()[0]
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"cannot read {name}'s security label: {_message(exc)}") from exc
+        return (model, label) if label else None
+
     def enter_cgroups(self, name: str) -> None:
         """Move this process into a running container's cgroups (its limits apply to us)."""
         try:

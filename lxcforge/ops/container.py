@@ -590,8 +590,10 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
         for fd in fds:
             os.set_inheritable(fd, True)
         keep = enter_mod.bounding_set(init)
+        label = virt.security_label(name)
         virt.enter_cgroups(name)
     enter_mod.narrow_bounding_set(keep)
+    enter_mod.label_next_exec(label)
     argv = enter_mod.nsenter_argv(nsenter, fds, command, uid=uid, gid=gid, cwd=cwd)
     return enter_mod.Entry(argv=argv, env=variables, fds=fds)
 

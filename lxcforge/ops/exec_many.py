@@ -3,8 +3,9 @@ single exec enters one (lxcforge/enter.py), with its output and exit status kept
 
 Each command starts as a small chain of host programs, so nothing of lxcforge's runs in a
 child forked from its threads: a shell writes its own pid into the container's cgroups,
-setpriv narrows the bounding set to the container init's, and nsenter joins the namespaces
-through the descriptors libvirt opened."""
+setpriv narrows the bounding set to the container init's (and sets its security label, where
+libvirt's driver gives one), and nsenter joins the namespaces through the descriptors libvirt
+opened."""
 
 from __future__ import annotations
 
@@ -88,8 +89,9 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                 if not procs:
                     raise LxcforgeError(f"cannot find {name}'s cgroups")
                 caps = setpriv_caps(enter.bounding_set(init), last_cap)
+                label = enter.setpriv_label_options(virt.security_label(name))
                 argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),
-                        "--bounding-set", caps, "--",
+                        "--bounding-set", caps, *label, "--",
                         *enter.nsenter_argv(str(tools["nsenter"]), fds, command, uid=uid, gid=gid, cwd=cwd)]
                 with contextlib.ExitStack() as files:
                     stdin = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL

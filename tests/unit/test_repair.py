@@ -56,3 +56,4 @@ def test_gives_up_after_the_attempts_with_a_clear_error(monkeypatch: pytest.Monk
         repair.ensure_managed(virt, "nosuch-web1", settle=0)  # type: ignore[arg-type]
     assert "after 2 forced restarts" in caught.value.message and caught.value.hint
     assert virt.calls.count("destroy") == repair.ATTEMPTS
+
