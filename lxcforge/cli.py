@@ -387,21 +387,20 @@ def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...", autoc
         print_json({"removed": names_})
 
 
-def _complete_containers(incomplete: str) -> list[str]:
-    """Container names for shell completion: the store's containers/ directory, read only."""
-    root = config.load({}).store / "containers"
+def _store_entries(subdir: str, incomplete: str) -> list[str]:
+    """Names for shell completion from a directory of the store (read only, no libvirt)."""
     try:
-        return sorted(p.name for p in root.iterdir() if p.name.startswith(incomplete))
+        return sorted(p.name for p in (config.load({}).store / subdir).iterdir() if p.name.startswith(incomplete))
     except OSError:
         return []
+
+
+def _complete_containers(incomplete: str) -> list[str]:
+    return _store_entries("containers", incomplete)
 
 
 def _complete_bases(incomplete: str) -> list[str]:
-    root = config.load({}).store / "bases"
-    try:
-        return sorted(p.name for p in root.iterdir() if p.name.startswith(incomplete))
-    except OSError:
-        return []
+    return _store_entries("bases", incomplete)
 
 
 def _complete_networks(incomplete: str) -> list[str]:

@@ -217,8 +217,11 @@ class Store:
         """An exclusive lock on name (a container, a base, 'addresses'), across processes.
         remove: delete the lock file on release (per-container locks, so none outlive their
         container)."""
-        with _flock(self.locks / f"{name}.lock", blocking=blocking, remove=remove):
+        with _flock(self.lock_path(name), blocking=blocking, remove=remove):
             yield
+
+    def lock_path(self, name: str) -> Path:
+        return self.locks / f"{name}.lock"
 
     @contextlib.contextmanager
     def claim(self, name: str, busy: str) -> Iterator[None]:

@@ -111,13 +111,19 @@ def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> 
         virt.add_dhcp_host(plan.name, host_xml)
 
 
+def by_network(pairs: Sequence[tuple[str, network.DhcpHost]]) -> dict[str, list[network.DhcpHost]]:
+    """(network, reservation) pairs grouped by network: each network is read and reloaded
+    once for all of its reservations (drop_addresses)."""
+    grouped: dict[str, list[network.DhcpHost]] = {}
+    for net, entry in pairs:
+        grouped.setdefault(net, []).append(entry)
+    return grouped
+
+
 def drop_reservations(virt: Virt, reservations: Sequence[tuple[str, network.DhcpHost]]) -> None:
     """Drop (network, reservation) pairs, one batch per network, warning instead of raising:
     for cleaning up after something else already failed."""
-    by_network: dict[str, list[network.DhcpHost]] = {}
-    for net, entry in reservations:
-        by_network.setdefault(net, []).append(entry)
-    for net, entries in by_network.items():
+    for net, entries in by_network(reservations).items():
         try:
             drop_addresses(virt, net, entries)
         except LxcforgeError as exc:

@@ -226,8 +226,8 @@ def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str],
     orphans = addresses.orphaned_reservations(virt, str(settings.store), existing)
     drop = [pair for name, pairs in orphans.items() if name in wanted_set for pair in pairs]
     leftovers = [pool.container_path(n) for n in wanted if pool.container_path(n).exists()]
-    for net in {n for n, _entry in drop}:
-        addresses.drop_addresses(virt, net, [entry for n, entry in drop if n == net])
+    for net, entries in addresses.by_network(drop).items():
+        addresses.drop_addresses(virt, net, entries)
     for path in leftovers:
         store.delete_tree(path)
     if drop or leftovers:
@@ -456,10 +456,7 @@ def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool
                                                           virt=connections.get(), pool=pool, deferred=deferred,
                                                           listed=listed, orphans=orphans),
                        jobs=jobs or destroy_jobs(), on_event=on_event)
-        by_network: dict[str, list[network.DhcpHost]] = {}
-        for net, entry in deferred:
-            by_network.setdefault(net, []).append(entry)
-        for net, entries in by_network.items():
+        for net, entries in addresses.by_network(deferred).items():
             try:
                 addresses.drop_addresses(virt, net, entries)
             except LxcforgeError as exc:

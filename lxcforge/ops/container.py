@@ -306,10 +306,19 @@ def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float
         check_interrupt()
 
 
+def _lock_name(name: str) -> str:
+    return f"container-{name}"
+
+
 def name_lock(pool: Store, name: str) -> contextlib.AbstractContextManager[None]:
     """The per-name lock: one lxcforge at a time changes a given container. Its file goes
     with the release; one left by a killed lxcforge is reused by the next, or removed by gc."""
-    return pool.claim(f"container-{name}", f"another lxcforge is changing container {name}")
+    return pool.claim(_lock_name(name), f"another lxcforge is changing container {name}")
+
+
+def at_work(pool: Store, name: str) -> bool:
+    """True while some lxcforge holds the name's lock (a new or destroy under way)."""
+    return not pool.lock_is_stale(pool.lock_path(_lock_name(name)))
 
 
 def _container(virt: Virt, info: DomainInfo, meta: domain.Metadata, settings: Settings,
@@ -366,8 +375,8 @@ def list_containers(settings: Settings) -> list[Container]:
         listed = {c.name for c in result}
         pending = set(pool.pending_names())
         for name in sorted(pending | {p.name for p in pool.containers.iterdir()}):
-            at_work = not pool.lock_is_stale(pool.locks / f"container-{name}.lock")
-            if not at_work and (name not in listed or name in pending):
+            # The lock is probed only for the few names not listed as containers.
+            if (name not in listed or name in pending) and not at_work(pool, name):
                 result = [c for c in result if c.name != name]
                 result.append(Container(name=name, state=HALF_MADE, ipv4=None, mac=None, network=None, base=None,
                                         memory_bytes=None, created=None, path=str(pool.container_path(name))))
@@ -538,8 +547,8 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
             if deferred is not None:
                 deferred.extend(drop)
             else:
-                for net in {n for n, _entry in drop}:
-                    addresses.drop_addresses(virt, net, [entry for n, entry in drop if n == net])
+                for net, entries in addresses.by_network(drop).items():
+                    addresses.drop_addresses(virt, net, entries)
             faults.point("destroy.released")
         if rootfs.exists():
             found = True
@@ -552,6 +561,47 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
 
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Way:
+    """What it takes to enter one running container (both exec paths use it): libvirt's
+    descriptors of its namespaces (checked to be its real init's; the caller closes them),
+    its controller and init, the init's bounding set, its security label, the user to be."""
+
+    fds: list[int]
+    controller: int
+    init: int
+    bounding_set: int
+    label: tuple[str, str] | None
+    uid: int | None
+    gid: int | None
+    home: str | None
+
+
+def way_in(virt: Virt, settings: Settings, name: str, user: str | None) -> Way:
+    container = describe(virt, settings, name)  # this store's container, or refused
+    if container.state != "running":
+        raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
+    if container.init_pid_known is False:
+        raise LxcforgeError(f"{name} is {repair.UNMANAGED}", hint=repair.FIX)
+    controller, init = host.lxc_controller_pid(name), host.lxc_init_pid(name)
+    if controller is None or init is None:
+        raise LxcforgeError(f"cannot find the init process of {name}", hint=f"lxcforge restart {name}")
+    uid = gid = home = None
+    if user is not None:
+        uid, gid, home = account(settings, name, user)
+    label = virt.security_label(name)
+    fds = virt.open_namespaces(name)
+    try:
+        enter_mod.check_namespaces(fds, init)
+        keep = enter_mod.bounding_set(init)
+    except (ValueError, OSError) as exc:
+        for fd in fds:
+            os.close(fd)
+        raise LxcforgeError(f"cannot enter {name}: {exc}", hint=repair.FIX) from exc
+    return Way(fds=fds, controller=controller, init=init, bounding_set=keep, label=label, uid=uid, gid=gid,
+               home=home)
 
 
 def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | None = None,
@@ -568,34 +618,16 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
         raise HostNotReady("nsenter is not installed", hint="install util-linux")
     variables = exec_environment(env)
     with Virt(settings.uri) as virt:
-        container = describe(virt, settings, name)
-        if container.state != "running":
-            raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
-        if container.init_pid_known is False:
-            raise LxcforgeError(f"{name} is {repair.UNMANAGED}", hint=repair.FIX)
-        init = host.lxc_init_pid(name)
-        if init is None:
-            raise LxcforgeError(f"cannot find the init process of {name}", hint=f"lxcforge restart {name}")
-        uid = gid = None
-        if user is not None:
-            uid, gid, home = account(settings, name, user)
-            variables["HOME"] = home
-        fds = virt.open_namespaces(name)
-        try:
-            enter_mod.check_namespaces(fds, init)
-        except (ValueError, OSError) as exc:
-            for fd in fds:
-                os.close(fd)
-            raise LxcforgeError(f"cannot enter {name}: {exc}", hint=repair.FIX) from exc
-        for fd in fds:
+        way = way_in(virt, settings, name, user)
+        if way.home is not None:
+            variables["HOME"] = way.home
+        for fd in way.fds:
             os.set_inheritable(fd, True)
-        keep = enter_mod.bounding_set(init)
-        label = virt.security_label(name)
         virt.enter_cgroups(name)
-    enter_mod.narrow_bounding_set(keep)
-    enter_mod.label_next_exec(label)
-    argv = enter_mod.nsenter_argv(nsenter, fds, command, uid=uid, gid=gid, cwd=cwd)
-    return enter_mod.Entry(argv=argv, env=variables, fds=fds)
+    enter_mod.narrow_bounding_set(way.bounding_set)
+    enter_mod.label_next_exec(way.label)
+    argv = enter_mod.nsenter_argv(nsenter, way.fds, command, uid=way.uid, gid=way.gid, cwd=cwd)
+    return enter_mod.Entry(argv=argv, env=variables, fds=way.fds)
 
 
 def exec_environment(env: Sequence[str]) -> dict[str, str]:

@@ -22,7 +22,6 @@ from lxcforge import enter, host
 from lxcforge.config import Settings
 from lxcforge.errors import HostNotReady, LxcforgeError
 from lxcforge.ops import container as container_ops
-from lxcforge.ops import repair
 from lxcforge.run import which
 from lxcforge.virt import ThreadConnections
 
@@ -70,29 +69,19 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
             started = time.monotonic()
             fds: list[int] = []
             try:
-                virt = connections.get()
-                container_ops.describe(virt, settings, name)  # this store's, or refused
-                if repair.is_managed(virt, name) is not True:
-                    raise LxcforgeError(f"{name} is not running, or {repair.UNMANAGED}")
-                controller = host.lxc_controller_pid(name)
-                init = host.lxc_init_pid(name)
-                if controller is None or init is None:
-                    raise LxcforgeError(f"cannot find {name}'s processes")
-                uid = gid = None
+                way = container_ops.way_in(connections.get(), settings, name, user)
+                fds = way.fds
                 child_env = dict(variables)
-                if user is not None:
-                    uid, gid, home = container_ops.account(settings, name, user)
-                    child_env["HOME"] = home
-                fds = virt.open_namespaces(name)
-                enter.check_namespaces(fds, init)
-                procs = host.cgroup_procs_files(controller, mount_list)
+                if way.home is not None:
+                    child_env["HOME"] = way.home
+                procs = host.cgroup_procs_files(way.controller, mount_list)
                 if not procs:
                     raise LxcforgeError(f"cannot find {name}'s cgroups")
-                caps = setpriv_caps(enter.bounding_set(init), last_cap)
-                label = enter.setpriv_label_options(virt.security_label(name))
                 argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),
-                        "--bounding-set", caps, *label, "--",
-                        *enter.nsenter_argv(str(tools["nsenter"]), fds, command, uid=uid, gid=gid, cwd=cwd)]
+                        "--bounding-set", setpriv_caps(way.bounding_set, last_cap),
+                        *enter.setpriv_label_options(way.label), "--",
+                        *enter.nsenter_argv(str(tools["nsenter"]), fds, command, uid=way.uid, gid=way.gid,
+                                            cwd=cwd)]
                 with contextlib.ExitStack() as files:
                     stdin = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
                     stdout = files.enter_context(open(stdout_to(name), "wb")) if stdout_to else subprocess.PIPE

@@ -73,9 +73,8 @@ class _Sweep:
         still() says, under that lock, that it is an orphan yet (what was seen before the lock
         may have been a command at work that has finished since)."""
         if self.report.dry_run:
-            held = lock_name is not None and not self.pool.lock_is_stale(
-                self.pool.locks / f"container-{lock_name}.lock")
-            if not held:  # a name some lxcforge works on is its business, not a leftover
+            # A name some lxcforge works on is its business, not a leftover.
+            if lock_name is None or not container_ops.at_work(self.pool, lock_name):
                 self.report.items.append(item)
             return
         try:
