@@ -35,11 +35,21 @@ WRAPPER_PATH = "/usr/sbin/lxcforge-init"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOST_HIERARCHY = CGROUP_ROOT / "systemd"
 UNIFIED = CGROUP_ROOT / "unified"
-# Where lxcforge/<uuid> groups live: name=systemd (the wrapper's), and the cgroup2 hierarchy
-# where systemd mirrored its tree in hybrid mode (containers made before the wrapper kept
-# systemd on the legacy layout, or guests that ignore the argument).
-HIERARCHIES = (HOST_HIERARCHY, UNIFIED)
+
+
+def hierarchies() -> list[Path]:
+    """Where lxcforge/<uuid> groups live: every hierarchy mounted under /sys/fs/cgroup
+    (lxcforge-init makes one wherever libvirt left the container at the host's root:
+    name=systemd, pids, hugetlb, cgroup2; and older containers' systemd mirrored its tree
+    into cgroup2)."""
+    try:
+        entries = sorted(CGROUP_ROOT.iterdir())
+    except OSError:
+        return []
+    return [entry for entry in entries if not entry.is_symlink() and (entry / "cgroup.procs").exists()]
 PARENT = "lxcforge"
+# The container's own group below the one libvirt made and set limits on.
+OWN_CHILD = "container"
 PROC_CGROUPS = Path("/proc/cgroups")
 
 # systemd mounts these pairs as one hierarchy; a host mounting either alone makes the
@@ -47,21 +57,88 @@ PROC_CGROUPS = Path("/proc/cgroups")
 JOINED = (("cpu", "cpuacct"), ("net_cls", "net_prio"))
 
 WRAPPER = f"""#!/bin/sh
-# lxcforge: give this container's init its own name=systemd cgroup where libvirt did not
-# (hosts without systemd-machined), so containers' systemds do not share unit cgroups; and
-# keep systemd on the legacy layout, out of the host's cgroup2 hierarchy.
+# lxcforge: run as the container's init before the real one (see lxcforge/cgroups.py).
+# On cgroup v1 hosts (nothing to do on cgroup v2: libvirt's scope is the container's own):
+# 1. groups of its own in every hierarchy: a child of libvirt's group where libvirt made one
+#    (so the limits libvirt set there stay out of the container's reach), lxcforge/UUID where
+#    libvirt left it at the host's root (name=systemd, pids, hugetlb, cgroup2);
+# 2. a cgroup namespace rooted there, /sys/fs/cgroup remounted to show only that root;
+# 3. systemd kept on the legacy layout, out of the host's cgroup2 hierarchy.
+v1() {{ grep -q "^[1-9][0-9]*:$1" /proc/self/cgroup 2>/dev/null; }}
+if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
+    uuid=${{LIBVIRT_LXC_UUID:-$$}}
+    tmp=/dev/.lxcforge-cgroup
+    while IFS=: read -r _ controllers path; do
+        case "$path" in
+            /machine*/{OWN_CHILD}|/{PARENT}/*) continue ;;
+            /machine*) own="$path/{OWN_CHILD}" ;;
+            /) own="/{PARENT}/$uuid" ;;
+            *) continue ;;
+        esac
+        dir="/sys/fs/cgroup/${{controllers#name=}}"
+        mounted=
+        if [ -z "$controllers" ] || [ ! -f "$dir/cgroup.procs" ]; then
+            mkdir -p $tmp
+            if [ -z "$controllers" ]; then mount -t cgroup2 cgroup2 $tmp
+            elif [ "${{controllers#name=}}" != "$controllers" ]; then mount -t cgroup -o "none,$controllers" cgroup $tmp
+            else mount -t cgroup -o "$controllers" cgroup $tmp
+            fi || continue
+            dir=$tmp mounted=yes
+        fi
+        if mkdir -p "$dir$own"; then
+            case "$controllers" in *cpuset*)
+                cat "$dir$path/cpuset.cpus" > "$dir$own/cpuset.cpus"
+                cat "$dir$path/cpuset.mems" > "$dir$own/cpuset.mems" ;;
+            esac
+            echo $$ > "$dir$own/cgroup.procs"
+        fi
+        [ -z "$mounted" ] || umount $tmp
+    done < /proc/self/cgroup
+    rmdir $tmp 2>/dev/null
+    # util-linux before 2.28 has no --cgroup: such a container keeps the host's view.
+    if [ -e /proc/self/ns/cgroup ] && unshare --cgroup true 2>/dev/null; then
+        LXCFORGE_INIT_STAGE=cgroupns exec unshare --cgroup "$0" "$@"
+    fi
+elif [ "$LXCFORGE_INIT_STAGE" = cgroupns ]; then
+    # libvirt bind-mounted the host's hierarchies whole: mount each afresh, which in this
+    # namespace shows the container's own group as its root.
+    while IFS=: read -r _ controllers _; do
+        dir="/sys/fs/cgroup/${{controllers#name=}}"
+        [ -n "$controllers" ] && [ -f "$dir/cgroup.procs" ] || continue
+        case "$controllers" in name=*) opts="none,$controllers" ;; *) opts="$controllers" ;; esac
+        umount "$dir" && mount -t cgroup -o "nosuid,nodev,noexec,$opts" cgroup "$dir"
+    done < /proc/self/cgroup
+fi
+unset LXCFORGE_INIT_STAGE
 legacy=
-while IFS=: read -r _ controllers path; do
-    [ "$controllers" = name=systemd ] || continue
-    legacy=systemd.legacy_systemd_cgroup_controller=1
-    case "$path" in
-        /machine*) ;;
-        *) own="/sys/fs/cgroup/systemd/{PARENT}/${{LIBVIRT_LXC_UUID:-$$}}"
-           mkdir -p "$own" 2>/dev/null && echo $$ > "$own/cgroup.procs" 2>/dev/null ;;
-    esac
-done < /proc/self/cgroup
+v1 name=systemd: && legacy=systemd.legacy_systemd_cgroup_controller=1
 exec /sbin/init "$@" $legacy
 """
+
+
+def namespace_root(path: str) -> str | None:
+    """The group a container's cgroup namespace is rooted at, from one of its processes'
+    paths as the host sees them (the wrapper's layout: libvirt's group/container, or
+    lxcforge/UUID); None for a path outside such a root."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == PARENT:
+        return "/".join(parts[:3])
+    if len(parts) > 2 and parts[1].startswith("machine") and OWN_CHILD in parts[2:]:
+        return "/".join(parts[:parts.index(OWN_CHILD, 2) + 1])
+    return None
+
+
+def namespace_root_procs(init_cgroup: str, mount_list: list[host.Mount]) -> list[str]:
+    """The cgroup.procs file of the root of each hierarchy's namespace of a container whose
+    init's /proc/PID/cgroup is init_cgroup: where a process entering the container belongs."""
+    files = []
+    for line in init_cgroup.splitlines():
+        _hid, controllers, path = line.split(":", 2)
+        root = namespace_root(path)
+        mount_point = host.cgroup_mount_point(controllers, mount_list)
+        if root is not None and mount_point is not None:
+            files.append(f"{mount_point}{root}/cgroup.procs")
+    return files
 
 
 def host_group(uuid: str) -> Path:
@@ -82,14 +159,14 @@ def remove_tree(root: Path) -> bool:
 
 def remove_group(uuid: str) -> None:
     """Remove a stopped container's (now empty) cgroup trees."""
-    for hierarchy in HIERARCHIES:
+    for hierarchy in hierarchies():
         remove_tree(hierarchy / PARENT / uuid)
 
 
 def groups() -> list[Path]:
     """Every lxcforge/<uuid> group present, in both hierarchies."""
     found: list[Path] = []
-    for hierarchy in HIERARCHIES:
+    for hierarchy in hierarchies():
         try:
             found.extend(entry for entry in (hierarchy / PARENT).iterdir() if entry.is_dir())
         except OSError:

@@ -53,6 +53,14 @@ def check_namespaces(fds: Sequence[int], init_pid: int) -> None:
             raise ValueError(f"libvirt's {kind} namespace is not the container init's")
 
 
+def own_cgroup_namespace(init_pid: int) -> int | None:
+    """A descriptor of the init's cgroup namespace where it has one of its own (not this
+    process's), else None."""
+    if os.stat(f"/proc/{init_pid}/ns/cgroup").st_ino == os.stat("/proc/self/ns/cgroup").st_ino:
+        return None
+    return os.open(f"/proc/{init_pid}/ns/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+
+
 def label_next_exec(label: tuple[str, str] | None) -> None:
     """The security label the next exec of this process gets (SELinux context, AppArmor
     profile): the container's, so an exec'd command is confined like the container."""

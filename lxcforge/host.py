@@ -271,15 +271,22 @@ def cgroup_procs_files(pid: int, mount_list: list[Mount] | None = None) -> list[
     files = []
     for line in (PROC / str(pid) / "cgroup").read_text().splitlines():
         _hid, controllers, path = line.split(":", 2)
-        if controllers:
-            wanted = set(controllers.split(","))
-            hierarchy = next((m for m in mount_list if m.fstype == "cgroup"
-                              and wanted <= set(m.super_options.split(","))), None)
-        else:
-            hierarchy = next((m for m in mount_list if m.fstype == "cgroup2"), None)
-        if hierarchy is None:
+        mount_point = cgroup_mount_point(controllers, mount_list)
+        if mount_point is None:
             continue
-        procs = Path(hierarchy.mount_point) / path.lstrip("/") / "cgroup.procs"
+        procs = Path(mount_point) / path.lstrip("/") / "cgroup.procs"
         if procs.exists():
             files.append(str(procs))
     return files
+
+
+def cgroup_mount_point(controllers: str, mount_list: list[Mount]) -> str | None:
+    """Where this host mounts the hierarchy of a /proc/PID/cgroup line's controllers
+    ("memory", "name=systemd"; "" for cgroup2)."""
+    if controllers:
+        wanted = set(controllers.split(","))
+        hierarchy = next((m for m in mount_list if m.fstype == "cgroup"
+                          and wanted <= set(m.super_options.split(","))), None)
+    else:
+        hierarchy = next((m for m in mount_list if m.fstype == "cgroup2"), None)
+    return hierarchy.mount_point if hierarchy is not None else None

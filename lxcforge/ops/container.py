@@ -577,6 +577,9 @@ class Way:
     uid: int | None
     gid: int | None
     home: str | None
+    # The container's own groups (lxcforge-init's, the roots of its cgroup namespace), one
+    # cgroup.procs per hierarchy; empty for a container made before it had them.
+    cgroup_procs: list[str]
 
 
 def way_in(virt: Virt, settings: Settings, name: str, user: str | None) -> Way:
@@ -596,12 +599,17 @@ def way_in(virt: Virt, settings: Settings, name: str, user: str | None) -> Way:
     try:
         enter_mod.check_namespaces(fds, init)
         keep = enter_mod.bounding_set(init)
+        # libvirt opens no cgroup namespace: the container's is its init's (lxcforge-init).
+        cgroup_ns = enter_mod.own_cgroup_namespace(init)
+        if cgroup_ns is not None:
+            fds.append(cgroup_ns)
+        procs = cgroups.namespace_root_procs(Path(f"/proc/{init}/cgroup").read_text(), host.mounts())
     except (ValueError, OSError) as exc:
         for fd in fds:
             os.close(fd)
         raise LxcforgeError(f"cannot enter {name}: {exc}", hint=repair.FIX) from exc
     return Way(fds=fds, controller=controller, init=init, bounding_set=keep, label=label, uid=uid, gid=gid,
-               home=home)
+               home=home, cgroup_procs=procs)
 
 
 def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | None = None,
@@ -624,6 +632,8 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
         for fd in way.fds:
             os.set_inheritable(fd, True)
         virt.enter_cgroups(name)
+    for procs in way.cgroup_procs:  # below libvirt's groups: the container's namespace roots
+        Path(procs).write_text(f"{os.getpid()}\n")
     enter_mod.narrow_bounding_set(way.bounding_set)
     enter_mod.label_next_exec(way.label)
     argv = enter_mod.nsenter_argv(nsenter, way.fds, command, uid=way.uid, gid=way.gid, cwd=cwd)

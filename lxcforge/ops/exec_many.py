@@ -74,7 +74,7 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                 child_env = dict(variables)
                 if way.home is not None:
                     child_env["HOME"] = way.home
-                procs = host.cgroup_procs_files(way.controller, mount_list)
+                procs = way.cgroup_procs or host.cgroup_procs_files(way.controller, mount_list)
                 if not procs:
                     raise LxcforgeError(f"cannot find {name}'s cgroups")
                 argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),

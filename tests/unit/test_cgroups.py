@@ -5,34 +5,94 @@ from pathlib import Path
 
 from lxcforge import cgroups, host
 
+FAKE_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$LOG"
+[ "$(basename "$0")" != unshare ] || [ -n "$UNSHARE_WORKS" ] || exit 1
+"""
 
-def run_wrapper(tmp_path: Path, proc_cgroup: str) -> tuple[str, list[str]]:
-    sysfs = tmp_path / "sys/fs/cgroup/systemd"
-    sysfs.mkdir(parents=True)
+
+def run_wrapper(tmp_path: Path, proc_cgroup: str, *, dirs: tuple[str, ...] = (), stage: str = "",
+                unshare: bool = False) -> tuple[list[str], list[str], Path]:
+    """The wrapper with /sys/fs/cgroup, /dev and /proc/self/cgroup moved under tmp_path and
+    mount, umount and unshare replaced by loggers; returns (its output, the tools it ran, the
+    fake /sys/fs/cgroup). dirs: hierarchies libvirt bind-mounted, with the groups given."""
+    sysfs = tmp_path / "cgroup"
+    for d in dirs:
+        (sysfs / d).mkdir(parents=True, exist_ok=True)
+        (sysfs / d.split("/")[0] / "cgroup.procs").write_text("")
     (tmp_path / "self-cgroup").write_text(proc_cgroup)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("mount", "umount", "unshare"):
+        (tools / tool).write_text(FAKE_TOOL)
+        (tools / tool).chmod(0o755)
     script = (cgroups.WRAPPER.replace("/proc/self/cgroup", str(tmp_path / "self-cgroup"))
-              .replace("/sys/fs/cgroup/systemd", str(sysfs))
+              .replace("/sys/fs/cgroup", str(sysfs)).replace("/dev/.lxcforge-cgroup", str(tmp_path / "tmpmount"))
               .replace("exec /sbin/init", "echo exec-init"))
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
-                         env={"LIBVIRT_LXC_UUID": "u-1", "PATH": "/usr/bin:/bin"}).stdout
-    made = sorted(str(p.relative_to(sysfs)) for p in sysfs.rglob("*"))
-    return out, made
+    (tmp_path / "wrapper").write_text(script)
+    log = tmp_path / "log"
+    log.write_text("")
+    env = {"LIBVIRT_LXC_UUID": "u-1", "PATH": f"{tools}:/usr/bin:/bin", "LOG": str(log),
+           "LXCFORGE_INIT_STAGE": stage, "UNSHARE_WORKS": "yes" if unshare else ""}
+    out = subprocess.run(["sh", str(tmp_path / "wrapper")], capture_output=True, text=True, env=env).stdout
+    return out.split(), log.read_text().splitlines(), sysfs
 
 
 LEGACY = "systemd.legacy_systemd_cgroup_controller=1"
+LIBVIRT_GROUP = "machine/lxc-1-x.libvirt-lxc"
 
 
-def test_wrapper_moves_init_into_its_own_group_without_machined(tmp_path: Path) -> None:
-    out, made = run_wrapper(tmp_path, "9:name=systemd:/\n4:memory:/machine/lxc-1-x.libvirt-lxc\n")
-    assert out.split() == ["exec-init", LEGACY]
-    assert made == ["lxcforge", "lxcforge/u-1", "lxcforge/u-1/cgroup.procs"]
+def test_wrapper_gives_init_groups_of_its_own_below_libvirts_and_at_the_hosts_root(tmp_path: Path) -> None:
+    out, ran, sysfs = run_wrapper(tmp_path, f"9:name=systemd:/\n4:memory:/{LIBVIRT_GROUP}\n",
+                                  dirs=("systemd", f"memory/{LIBVIRT_GROUP}"))
+    assert out == ["exec-init", LEGACY]
+    # Below libvirt's group, so the limits libvirt set there are out of the container's reach.
+    assert (sysfs / "memory" / LIBVIRT_GROUP / "container/cgroup.procs").read_text().strip().isdigit()
+    assert (sysfs / "systemd/lxcforge/u-1/cgroup.procs").read_text().strip().isdigit()
+    assert ran == ["unshare --cgroup true"]  # both were mounted already; this unshare cannot
 
 
-def test_wrapper_keeps_systemd_legacy_on_v1_and_does_nothing_on_v2(tmp_path: Path) -> None:
-    out, made = run_wrapper(tmp_path, "9:name=systemd:/machine.slice/machine-lxc-1.scope\n")
-    assert out.split() == ["exec-init", LEGACY] and made == []
-    out, made = run_wrapper(tmp_path / "v2", "0::/machine.slice/x\n")
-    assert out.split() == ["exec-init"] and made == []
+def test_wrapper_mounts_a_hierarchy_libvirt_did_not_and_copies_cpuset(tmp_path: Path) -> None:
+    cpuset = tmp_path / "cgroup/cpuset" / LIBVIRT_GROUP
+    cpuset.mkdir(parents=True)
+    (cpuset / "cpuset.cpus").write_text("0-1\n")
+    (cpuset / "cpuset.mems").write_text("0\n")
+    (tmp_path / "tmpmount").mkdir()
+    out, ran, sysfs = run_wrapper(tmp_path, f"8:pids:/\n3:cpuset:/{LIBVIRT_GROUP}\n0::/\n", dirs=("cpuset",))
+    assert (cpuset / "container/cpuset.cpus").read_text() == "0-1\n"
+    assert (cpuset / "container/cpuset.mems").read_text() == "0\n"
+    tmp = tmp_path / "tmpmount"
+    assert ran == [f"mount -t cgroup -o pids cgroup {tmp}", f"umount {tmp}",
+                   f"mount -t cgroup2 cgroup2 {tmp}", f"umount {tmp}", "unshare --cgroup true"]
+    assert out == ["exec-init"]
+
+
+def test_wrapper_enters_a_cgroup_namespace_where_it_can(tmp_path: Path) -> None:
+    out, ran, _ = run_wrapper(tmp_path, f"4:memory:/{LIBVIRT_GROUP}\n", dirs=(f"memory/{LIBVIRT_GROUP}",),
+                              unshare=True)
+    assert ran[0] == "unshare --cgroup true"
+    assert ran[1] == f"unshare --cgroup {tmp_path / 'wrapper'}"
+
+
+def test_wrapper_in_its_namespace_remounts_the_hierarchies_libvirt_bound(tmp_path: Path) -> None:
+    out, ran, sysfs = run_wrapper(tmp_path, "9:name=systemd:/\n4:memory:/\n8:pids:/\n",
+                                  dirs=("systemd", "memory"), stage="cgroupns")
+    assert ran == [f"umount {sysfs}/systemd", f"mount -t cgroup -o nosuid,nodev,noexec,none,name=systemd cgroup "
+                   f"{sysfs}/systemd", f"umount {sysfs}/memory",
+                   f"mount -t cgroup -o nosuid,nodev,noexec,memory cgroup {sysfs}/memory"]
+    assert out == ["exec-init", LEGACY]
+
+
+def test_wrapper_does_nothing_on_cgroup_v2(tmp_path: Path) -> None:
+    out, ran, sysfs = run_wrapper(tmp_path, "0::/machine.slice/x\n")
+    assert out == ["exec-init"] and ran == [] and not sysfs.exists()
+
+
+def test_namespace_roots_of_a_containers_processes() -> None:
+    assert cgroups.namespace_root(f"/{LIBVIRT_GROUP}/container/system.slice/a.service") == f"/{LIBVIRT_GROUP}/container"
+    assert cgroups.namespace_root("/lxcforge/u-1/init.scope") == "/lxcforge/u-1"
+    assert cgroups.namespace_root(f"/{LIBVIRT_GROUP}/init.scope") is None  # made before: no namespace
+    assert cgroups.namespace_root("/") is None
 
 
 PROC_CGROUPS = """\
