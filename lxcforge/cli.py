@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lxcforge import config
+from lxcforge import config, recording
 from lxcforge.errors import LxcforgeError
 from lxcforge.lazy import lazy_module
 
@@ -76,6 +76,7 @@ class OutputFormat(enum.StrEnum):
     JSON = "json"
     CSV = "csv"
     NAMES = "names"
+    ANSIBLE = "ansible"  # list only: an Ansible inventory (other commands print JSON)
 
 
 def _remember_format(fmt: OutputFormat | None) -> OutputFormat | None:
@@ -95,7 +96,8 @@ def _json_wanted(flag: bool) -> bool:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (as --format json).",
                                        callback=_json_wanted)]
 FormatOpt = Annotated[OutputFormat | None, typer.Option(
-    "--format", help="table (default), json, csv (a row per item) or names (one per line).",
+    "--format", help="table (default), json, csv (a row per item), names (one per line); list also takes "
+    "ansible (an inventory: ansible -i FILE).",
     callback=_remember_format)]
 
 
@@ -527,8 +529,16 @@ class _BulkProgress:
                              rate=f"{finished / elapsed:.1f}/s")
 
 
-def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
+def _print_summary(summary: bulk_ops.Summary, as_json: bool, recorder: recording.Recorder | None = None) -> None:
     single = len(summary.outcomes) == 1
+    # The whole command, from its process's start: what the user waited for.
+    started = recorder.started if recorder is not None else recording.process_started()
+    summary.command_started = started
+    summary.command_seconds = time.time() - started
+    if recorder is not None:
+        for outcome in summary.outcomes:
+            recorder.add(outcome.name, outcome.ok, outcome.error, outcome.steps)
+        recorder.write()
     if as_json:
         print_json(summary.as_dict())
     else:
@@ -537,8 +547,9 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
             if c is not None:
                 out.print(f"{c.name} {c.ipv4 or ''}".rstrip(), markup=False)
         total, ok = len(summary.outcomes), len(summary.succeeded)
-        rate = ok / summary.seconds if summary.seconds else 0.0
-        line = f"{summary.action}: {ok} of {total} in {summary.seconds:.1f} s ({rate:.1f}/s)"
+        seconds = summary.command_seconds
+        rate = ok / seconds if seconds else 0.0
+        line = f"{summary.action}: {ok} of {total} in {seconds:.1f} s ({rate:.1f}/s)"
         p50, p95 = summary.percentile(50), summary.percentile(95)
         if p50 is not None and p95 is not None and not single:
             line += f"; per container p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
@@ -546,9 +557,14 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
             line += f"; repaired {summary.repaired} (libvirt had lost the init pid)"
         if not single or summary.repaired:
             err.print(line, markup=False)
-        phases = summary.as_dict()["phase_p50_ms"]
+        figures = summary.as_dict()
+        phases = figures["phase_p50_ms"]
         if isinstance(phases, dict) and phases and not single:
             err.print("phases p50 (ms): " + ", ".join(f"{k} {v}" for k, v in phases.items()), markup=False)
+        if not single and figures.get("before_first_seconds") is not None:
+            err.print(f"command {seconds:.1f} s: {figures['before_first_seconds']:.2f} s before the first "
+                      f"container's first step, {figures['after_last_seconds']:.2f} s after the last one's",
+                      markup=False)
         cut_short = [o for o in summary.failed if o.error == bulk_ops.INTERRUPTED]
         for outcome in summary.failed:
             if outcome.error == bulk_ops.INTERRUPTED:
@@ -570,6 +586,9 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool) -> None:
 
 
 JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 4 per core, 4-32).")]
+ReportOpt = Annotated[Path | None, typer.Option(
+    "--report", help="Write each container's step timings and the host's facts to FILE (.jsonl or .csv), "
+    "for 'lxcforge report'.", metavar="FILE")]
 
 
 @app.command()
@@ -602,6 +621,7 @@ def new(
                                                     help="Skip the up-front capacity checks.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "--print-xml",
                                           help="Print the domain XML and planned address; change nothing.")] = False,
+    report: ReportOpt = None,
     as_json: JsonOpt = False, fmt: FormatOpt = None,
 ) -> None:
     """Create containers from a base: snapshot, fix-ups, reserved address, libvirt domain, start.
@@ -613,6 +633,7 @@ def new(
     path and the same --json document. Leftovers of an interrupted lxcforge under these names
     are reclaimed first; a container libvirt starts without knowing its init pid is restarted
     (counted as 'repaired')."""
+    recorder = _recorder(report, "new")
     wanted = bulk_ops.expand_names(count, prefix, names_ or [])
     if ip and len(wanted) > 1:
         raise LxcforgeError("--ip applies to one container", hint="create the others without --ip")
@@ -640,14 +661,209 @@ def new(
     with _BulkProgress(len(wanted), enabled=not as_json) as progress_events:
         summary = bulk_ops.new_many(state.settings, wanted, options, networks=networks, jobs=jobs,
                                     check_capacity=not no_capacity_check, on_event=progress_events)
-    _print_summary(summary, as_json)
+    _print_summary(summary, as_json, recorder)
+
+
+def _recorder(path: Path | None, action: str) -> recording.Recorder:
+    try:
+        return recording.Recorder(path, action)
+    except ValueError as exc:
+        raise LxcforgeError(str(exc), hint="e.g. --report run.jsonl") from None
 
 
 @app.command("list")
 def list_(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
-    """List containers: name, state, IPv4, base, memory limit, created."""
+    """List containers: name, state, IPv4, base, memory limit, created.
+
+    --format ansible prints an Ansible inventory (YAML inventory plugin's JSON form): every
+    container reached through libvirt's LXC connection (community.libvirt.libvirt_lxc),
+    grouped by base, network and state, with its address as lxcforge_ipv4:
+
+      lxcforge list --format ansible > inventory.json && ansible -i inventory.json all -m raw -a uptime"""
     containers = container_ops.list_containers(state.settings)
+    if state.fmt is OutputFormat.ANSIBLE:
+        from lxcforge import inventory
+
+        sys.stdout.write(json.dumps(inventory.ansible(containers), indent=2) + "\n")
+        return
     _show(containers, as_json, lambda: _container_table(containers))
+
+
+@app.command()
+def stats(
+    patterns: Annotated[list[str] | None, typer.Argument(metavar="[NAME|GLOB...]", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every running container of this store (the default).")]
+    = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="A live view, refreshed in place, like top.")]
+    = False,
+    interval: Annotated[float, typer.Option(help="Seconds between reads (the CPU % interval).")] = 2.0,
+    sort: Annotated[str, typer.Option(help="Sort by name, cpu, memory, tasks, rx or tx.")] = "name",
+    disk: Annotated[bool, typer.Option("--disk", help="Also each container's exclusive disk use (walks its "
+                                       "files: slow with many).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or prometheus (the text format, for "
+                                     "node_exporter's textfile collector).")] = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="As --format json.")] = False,
+) -> None:
+    """Resource use of running containers, read in one pass from the cgroup filesystem and
+    each container's network counters: CPU, memory (current, limit, peak), tasks, network.
+
+    Without --watch the CPU and network columns are totals since each container started;
+    with --watch (or --format json/csv and an interval read), rates over --interval.
+
+      lxcforge stats --watch --sort cpu
+      lxcforge stats --format prometheus > /var/lib/node_exporter/lxcforge.prom"""
+    from lxcforge import stats as stats_mod
+
+    fmt = "json" if as_json else fmt
+    if fmt not in ("table", "json", "csv", "prometheus"):
+        raise LxcforgeError(f"unknown format {fmt!r}", hint="use table, json, csv or prometheus")
+    if sort not in {k.value for k in stats_mod.SortKey}:
+        raise LxcforgeError(f"cannot sort by {sort!r}", hint="use name, cpu, memory, tasks, rx or tx")
+    if interval <= 0:
+        raise LxcforgeError("--interval must be positive", hint="e.g. --interval 2")
+    wanted = _stats_names(patterns or [])
+
+    def render(usages: dict[str, Any], rates: dict[str, Any] | None) -> str:
+        if fmt == "json":
+            return json.dumps(stats_mod.as_json(usages, rates, sort), indent=2) + "\n"
+        if fmt == "csv":
+            return stats_mod.as_csv(usages, rates, sort)
+        if fmt == "prometheus":
+            return stats_mod.as_prometheus(usages)
+        text = stats_mod.as_table(usages, rates, sort)
+        if disk:
+            text += "".join(f"{name}: {_human_bytes(size)} exclusive\n" for name, size in _exclusive(usages).items())
+        return text
+
+    before = stats_mod.read_all(wanted)
+    if not watch:
+        sys.stdout.write(render(before, None))
+        return
+    try:
+        while True:
+            time.sleep(interval)
+            after = stats_mod.read_all(wanted)
+            frame = render(after, stats_mod.rates(before, after))
+            # Refreshed in place on a terminal; one frame after another when piped.
+            sys.stdout.write(("\x1b[H\x1b[2J" if sys.stdout.isatty() else "") + frame)
+            sys.stdout.flush()
+            before = after
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _stats_names(patterns: list[str]) -> set[str]:
+    """This store's containers matching patterns (all without any): from the store's
+    directory, so stats needs no libvirt call at all."""
+    import fnmatch
+
+    try:
+        mine = {entry.name for entry in (state.settings.store / "containers").iterdir()}
+    except OSError:
+        mine = set()
+    if not patterns:
+        return mine
+    return {n for n in mine if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+
+def _exclusive(usages: dict[str, Any]) -> dict[str, int]:
+    sizes = {}
+    for name in sorted(usages):
+        try:
+            size = store_module.exclusive_bytes(state.settings.store / "containers" / name)
+        except LxcforgeError:
+            continue
+        if size is not None:
+            sizes[name] = size
+    return sizes
+
+
+@app.command()
+def events(
+    patterns: Annotated[list[str] | None, typer.Argument(metavar="[NAME|GLOB...]", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option(help="Exit once --count events of this kind have arrived, e.g. "
+                                              "leased, started, stopped, removed.")] = None,
+    count: Annotated[int, typer.Option(help="How many --until events to wait for.")] = 1,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 1).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Stream lifecycle events of this store's containers as they happen: libvirt's (defined,
+    started, stopped with why, undefined) and lxcforge's own (reserved, created, leased,
+    repaired, removed, failures). Scripts wait for a state instead of polling:
+
+      lxcforge events 'web*' --until leased --count 300 --timeout 600"""
+    import threading
+
+    from lxcforge.ops import events as events_ops
+
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    seen = 0
+    if deadline is not None:
+        threading.Timer(timeout or 0, stop.set).start()
+    try:
+        for event in events_ops.stream(state.settings, patterns or [], stop):
+            if as_json:
+                record = {"time": event.time, "source": event.source, "event": event.event, "name": event.name,
+                          "detail": event.detail, **event.fields}
+                sys.stdout.write(json.dumps(record) + "\n")
+            else:
+                when = time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
+                detail = f" ({event.detail})" if event.detail else ""
+                extra = "".join(f" {k}={v}" for k, v in event.fields.items())
+                sys.stdout.write(f"{when} {event.name} {event.event}{detail}{extra}\n")
+            sys.stdout.flush()
+            if until is not None and event.event == until:
+                seen += 1
+                if seen >= count:
+                    stop.set()
+                    return
+    except KeyboardInterrupt:
+        stop.set()
+        raise typer.Exit(130) from None
+    finally:
+        stop.set()
+    if until is not None:
+        raise LxcforgeError(f"{seen} of {count} '{until}' events within {timeout:g} s",
+                            hint="raise --timeout, or check 'lxcforge list'")
+
+
+@app.command()
+def report(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Timings written by --report.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Draw to OUT.png, .svg or .html.")] = None,
+    as_json: JsonOpt = False, fmt: FormatOpt = None,
+) -> None:
+    """Summarise runs recorded with --report, and draw them (-o): a timeline with a row per
+    container and its steps as bars, containers ready over time, and the distribution of time
+    to ready. Several files are overlaid, to compare runs.
+
+      lxcforge new --count 300 --prefix s --report run.jsonl && lxcforge report run.jsonl -o run.png"""
+    from lxcforge import timeline
+
+    runs = []
+    for path in files:
+        try:
+            run = timeline.read(path)
+        except OSError as exc:
+            raise LxcforgeError(f"cannot read {path}: {exc.strerror}", hint="give a file written by --report") from None
+        except ValueError as exc:
+            raise LxcforgeError(str(exc), hint="give a file written by --report") from None
+        runs.append(dataclasses.replace(run, label=run.label or path.stem))
+    if output is not None:
+        from lxcforge import plot
+
+        try:
+            plot.render(runs, output)
+        except ValueError as exc:
+            raise LxcforgeError(str(exc), hint="use -o OUT.png, OUT.svg or OUT.html") from None
+    if as_json:
+        print_json([timeline.summary(run) for run in runs])
+    else:
+        for run in runs:
+            out.print(f"{run.label}: {timeline.summary_line(run)}", markup=False)
+        if output is not None:
+            err.print(f"drawn: {output}", markup=False)
 
 
 @app.command()
@@ -675,42 +891,46 @@ def _targets(patterns: list[str] | None, all_: bool) -> list[str]:
 
 
 def _each(action: str, targets: list[str], fn: Callable[[str], object], jobs: int | None, as_json: bool,
-          verb: str) -> None:
+          verb: str, recorder: recording.Recorder | None = None) -> None:
     """One container or many: the same path, summary and --json document."""
     with _BulkProgress(len(targets), enabled=not as_json, verb=verb) as events:
         summary = bulk_ops.each(action, targets, fn, jobs=jobs, on_event=events)
-    _print_summary(summary, as_json)
+    _print_summary(summary, as_json, recorder)
 
 
 @app.command()
 def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
           no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for addresses.")] = False,
           timeout: Annotated[float, typer.Option(help="Seconds to wait for each address.")] = 60.0,
-          as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
+          report: ReportOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Start stopped containers (and wait for their addresses); names, globs or --all.
 
     A running container that libvirt lost track of (no init pid) is restarted ('repaired')."""
+    recorder = _recorder(report, "start")
     _each("start", _targets(patterns, all_),
           lambda n: container_ops.start(state.settings, n, wait=not no_wait, timeout=timeout), jobs, as_json,
-          "started")
+          "started", recorder)
 
 
 @app.command()
 def stop(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
          timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0,
-         as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
+         report: ReportOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Shut containers down cleanly, forcing them off after --timeout; names, globs or --all."""
+    recorder = _recorder(report, "stop")
     _each("stop", _targets(patterns, all_), lambda n: container_ops.stop(state.settings, n, timeout=timeout),
-          jobs, as_json, "stopped")
+          jobs, as_json, "stopped", recorder)
 
 
 @app.command()
 def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None,
             timeout: Annotated[float, typer.Option(help="Seconds for a clean shutdown before forcing.")] = 30.0,
-            as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
+            report: ReportOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Stop, then start, keeping the addresses."""
+    recorder = _recorder(report, "restart")
     _each("restart", _targets(patterns, all_),
-          lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted")
+          lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted",
+          recorder)
 
 
 @app.command()
@@ -769,14 +989,15 @@ DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parall
 @app.command()
 def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobsOpt = None,
             missing_ok: Annotated[bool, typer.Option("--missing-ok", help="No error for names that do not exist.")]
-            = False, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
+            = False, report: ReportOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Stop at once and remove containers: domain, DHCP reservation and lease, subvolume.
     Names, globs ('web*') or --all. Also removes what an interrupted lxcforge left of a name
     (a reservation or a subvolume without a domain)."""
+    recorder = _recorder(report, "destroy")
     targets = _targets(patterns, all_)
     with _BulkProgress(len(targets), enabled=not as_json, verb="destroyed") as events:
         summary = bulk_ops.destroy_many(state.settings, targets, missing_ok=missing_ok, jobs=jobs, on_event=events)
-    _print_summary(summary, as_json)
+    _print_summary(summary, as_json, recorder)
 
 
 @app.command()

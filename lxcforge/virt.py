@@ -3,9 +3,11 @@ The only module that imports `libvirt` (and its `libvirt_lxc`); everything else 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -471,3 +473,52 @@ class ThreadConnections:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- lifecycle events ----------------------------------------------------------------------------
+_LIFECYCLE = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: ("defined", {0: "added", 1: "updated", 2: "renamed", 3: "from snapshot"}),
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: ("undefined", {0: "removed", 1: "renamed"}),
+    libvirt.VIR_DOMAIN_EVENT_STARTED: ("started", {0: "booted", 1: "migrated", 2: "restored", 3: "from snapshot",
+                                                   4: "wakeup"}),
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: ("suspended", {0: "paused"}),
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: ("resumed", {0: "unpaused"}),
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: ("stopped", {0: "shutdown", 1: "destroyed", 2: "crashed", 3: "migrated",
+                                                   4: "saved", 5: "failed", 6: "from snapshot"}),
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: ("shutdown", {0: "finished", 1: "guest", 2: "host"}),
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: ("crashed", {0: "panicked"}),
+}
+
+DomainEvent = Callable[[str, str, str | None], None]  # (domain name, event, detail)
+
+
+def watch_domains(uri: str, on_event: DomainEvent, stop: threading.Event) -> None:
+    """Call on_event for every lifecycle event of uri's domains (defined, started, stopped,
+    crashed, undefined...) as libvirtd sends them, until stop is set. Blocks: run it in a
+    thread of its own. No polling of libvirtd: one connection, pushed events."""
+    libvirt.virEventRegisterDefaultImpl()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise HostNotReady(f"cannot connect to libvirtd at {uri}: {_message(exc)}", hint=START_HINT) from exc
+
+    def lifecycle(_conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object) -> None:
+        kind, details = _LIFECYCLE.get(event, (f"event-{event}", {}))
+        on_event(dom.name(), kind, details.get(detail))
+
+    closed = threading.Event()
+    conn.registerCloseCallback(lambda *_args: closed.set(), None)
+    callback = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
+    # Wakes the loop often enough to notice stop; libvirt's own keepalive notices a dead libvirtd.
+    timer = libvirt.virEventAddTimeout(200, lambda *_args: None, None)
+    conn.setKeepAlive(5, 3)
+    try:
+        while not stop.is_set() and not closed.is_set():
+            libvirt.virEventRunDefaultImpl()
+    finally:
+        libvirt.virEventRemoveTimeout(timer)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.domainEventDeregisterAny(callback)
+            conn.close()
+    if closed.is_set() and not stop.is_set():
+        raise HostNotReady(f"libvirtd at {uri} went away", hint=START_HINT)

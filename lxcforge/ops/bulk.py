@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lxcforge import domain, faults, interrupts, names, network, store
+from lxcforge import domain, faults, interrupts, journal, names, network, store
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
 from lxcforge.ops import addresses, capacity, repair, tuning
@@ -47,6 +47,17 @@ def destroy_jobs() -> int:
 Event = Callable[[str, str], None]  # (kind, name): created | addressed | failed | done
 
 
+def journaled(pool: Store, action: str, on_event: Event) -> Event:
+    """on_event, and each event also in the store's event journal (lxcforge events)."""
+    names_of = {"created": "created", "addressed": "leased", "failed": f"{action} failed",
+                "done": "removed" if action == "destroy" else "created" if action == "new" else f"{action} done"}
+
+    def both(kind: str, name: str) -> None:
+        journal.emit(pool.root, names_of.get(kind, kind), name)
+        on_event(kind, name)
+    return both
+
+
 @dataclass
 class Outcome:
     name: str
@@ -57,14 +68,19 @@ class Outcome:
     phases: dict[str, float] = field(default_factory=dict)
     hint: str | None = None
     repaired: int = 0
+    # (step, start, end) on the wall clock, epoch seconds: what --report records.
+    steps: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 @dataclass
 class Summary:
     action: str
     outcomes: list[Outcome]
-    seconds: float
+    seconds: float  # the parallel part
     interrupted: bool = False  # by Ctrl-C: the outcomes say what was kept
+    # The whole command, from its process's start (set by the command line once it is done).
+    command_started: float | None = None
+    command_seconds: float | None = None
 
     @property
     def succeeded(self) -> list[Outcome]:
@@ -93,7 +109,9 @@ class Summary:
             "succeeded": len(self.succeeded),
             "failed": [{"name": o.name, "error": o.error, "hint": o.hint} for o in self.failed],
             "repaired": self.repaired,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.command_seconds if self.command_seconds is not None else self.seconds, 3),
+            "parallel_seconds": round(self.seconds, 3),
+            **self._edges(),
             "interrupted": self.interrupted,
             "p50_seconds": _round(self.percentile(50)),
             "p95_seconds": _round(self.percentile(95)),
@@ -102,6 +120,17 @@ class Summary:
                 [o.container for o in self.succeeded if o.container is not None] if self.action == "new"
                 else [o.name for o in self.succeeded],
         }
+
+
+    def _edges(self) -> dict[str, float | None]:
+        """Time from the command's start to the first container's first step, and from the
+        last one's end to now: the part of the wait no per-container figure shows."""
+        steps = [step for o in self.outcomes for step in o.steps]
+        if self.command_started is None or self.command_seconds is None or not steps:
+            return {"before_first_seconds": None, "after_last_seconds": None}
+        first, last = min(s[1] for s in steps), max(s[2] for s in steps)
+        return {"before_first_seconds": round(first - self.command_started, 3),
+                "after_last_seconds": round(self.command_started + self.command_seconds - last, 3)}
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -196,6 +225,7 @@ def new_many(
                     log.warning("network %s makes each reservation a libvirt live update (~0.3 s, one at a "
                                 "time); 'lxcforge network adopt %s' makes it fast", net, net)
         creator = container_ops.Creator(settings, pool, virt, base, options, connect=connections.get)
+        on_event = journaled(pool, "new", on_event)
         assignment = {name: nets[i % len(nets)] for i, name in enumerate(wanted)}
         for name in wanted:
             pool.mark_pending(name, "new")
@@ -278,6 +308,9 @@ def _run_creations(
                         continue
                     reservations.update(reserved)
                     for name in chunk:
+                        journal.emit(pool.root, "reserved", name, ip=reserved[name][0].ip,
+                                     network=assignment[name])
+                    for name in chunk:
                         futures[executor.submit(creator.create, name, assignment[name], reserved[name])] = name
                 if futures:
                     done, _ = wait(list(futures), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
@@ -350,11 +383,13 @@ def _collect_leases(virt: Virt, pool: Store, waiting: dict[str, container_ops.Cr
             except LxcforgeError as exc:
                 creation.undo.rollback()
                 outcomes[name] = Outcome(name, False, exc.message, now - creation.started_at,
-                                         phases=creation.phases, hint=exc.hint)
+                                         phases=creation.phases, hint=exc.hint, steps=creation.steps)
                 on_event("failed", name)
                 continue
             creation.undo.commit()
             pool.clear_pending(name)
+            if creation.repaired:
+                journal.emit(pool.root, "repaired", name, restarts=creation.repaired)
             faults.point("new.leased")
             outcomes[name] = _success(creation, True)
             on_event("addressed", name)
@@ -371,14 +406,15 @@ def _collect_leases(virt: Virt, pool: Store, waiting: dict[str, container_ops.Cr
                 creation.undo.rollback()
                 reason += "; removed it"
             outcomes[name] = Outcome(name, False, reason, now - creation.started_at, phases=creation.phases,
-                                     hint=hint)
+                                     hint=hint, steps=creation.steps)
             on_event("failed", name)
 
 
 def _success(creation: container_ops.Creation, leased: bool | None) -> Outcome:
     state = "running" if creation.spec is not None and creation.phases.get("start") is not None else "shut off"
     return Outcome(creation.name, True, None, time.monotonic() - creation.started_at,
-                   creation.result(state, leased), dict(creation.phases), repaired=creation.repaired)
+                   creation.result(state, leased), dict(creation.phases), repaired=creation.repaired,
+                   steps=list(creation.steps))
 
 
 def _hint(exc: BaseException) -> str | None:
@@ -425,16 +461,17 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
     outcomes: dict[str, Outcome] = {}
 
     def one(name: str) -> Outcome:
-        t = time.monotonic()
+        t, wall = time.monotonic(), time.time()
         try:
             result = fn(name)
         except Exception as exc:
             on_event("failed", name)
-            return Outcome(name, False, _reason(exc), time.monotonic() - t, hint=_hint(exc))
+            return Outcome(name, False, _reason(exc), time.monotonic() - t, hint=_hint(exc),
+                           steps=[(action, wall, time.time())])
         on_event("done", name)
         made = result if isinstance(result, container_ops.Container) else None
         return Outcome(name, True, None, time.monotonic() - t, container=made,
-                       repaired=made.repaired if made else 0)
+                       repaired=made.repaired if made else 0, steps=[(action, wall, time.time())])
 
     with ThreadPoolExecutor(max_workers=jobs or default_jobs(), thread_name_prefix=f"lxcforge-{action}") as ex:
         for outcome in ex.map(one, targets):
@@ -447,6 +484,7 @@ def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool
     """Destroy in parallel, a libvirt connection per worker; the reservations of all of them
     are dropped together at the end, one network read and one dnsmasq reload per network."""
     pool = Store.from_settings(settings).ensure()
+    on_event = journaled(pool, "destroy", on_event)
     deferred: list[tuple[str, network.DhcpHost]] = []
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
         listed = {d.name: d for d in virt.domains()}

@@ -171,9 +171,13 @@ class Creation:
     phases: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     repaired: int = 0
+    # Each phase's start and end on the wall clock (epoch seconds), for --report.
+    steps: list[tuple[str, float, float]] = field(default_factory=list)
 
     def timed(self, phase: str, started: float) -> None:
-        self.phases[phase] = self.phases.get(phase, 0.0) + time.monotonic() - started
+        now, wall = time.monotonic(), time.time()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - started
+        self.steps.append((phase, wall - (now - started), wall))
 
     def result(self, state: str, leased: bool | None) -> Container:
         assert self.entry is not None and self.spec is not None
