@@ -800,7 +800,9 @@ def events(
     deadline = time.monotonic() + timeout if timeout is not None else None
     seen = 0
     if deadline is not None:
-        threading.Timer(timeout or 0, stop.set).start()
+        timer = threading.Timer(timeout or 0, stop.set)
+        timer.daemon = True  # never keeps the command alive once it is done
+        timer.start()
     try:
         for event in events_ops.stream(state.settings, patterns or [], stop):
             if as_json:
