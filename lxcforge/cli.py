@@ -18,13 +18,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lxcforge import config, recording
+from lxcforge import config
 from lxcforge.errors import LxcforgeError
 from lxcforge.lazy import lazy_module
 
 # Each command loads only what it uses: `list` needs libvirt, not btrfs, dnf or the
 # package builders (a command's start-up is paid on every call; see BENCHMARKS.md).
 if TYPE_CHECKING:
+    from lxcforge import recording
     from lxcforge import store as store_module
     from lxcforge.ops import base as base_ops
     from lxcforge.ops import bulk as bulk_ops
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from lxcforge.ops import tuning
     from lxcforge.rootfs import build
 else:
+    recording = lazy_module("lxcforge.recording")
     base_ops = lazy_module("lxcforge.ops.base")
     bulk_ops = lazy_module("lxcforge.ops.bulk")
     container_ops = lazy_module("lxcforge.ops.container")
