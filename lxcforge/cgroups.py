@@ -24,12 +24,17 @@ cheap: measured 14-135 ticks of kernel time for one container's systemd, 4-7 aft
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lxcforge import host
+from lxcforge import domain, host
 from lxcforge.run import run
+
+if TYPE_CHECKING:
+    from lxcforge.virt import Virt
 
 WRAPPER_PATH = "/usr/sbin/lxcforge-init"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -79,13 +84,14 @@ if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
         mounted=
         if [ -z "$controllers" ] || [ ! -f "$dir/cgroup.procs" ]; then
             mkdir -p $tmp
-            if [ -z "$controllers" ]; then mount -t cgroup2 cgroup2 $tmp
-            elif [ "${{controllers#name=}}" != "$controllers" ]; then mount -t cgroup -o "none,$controllers" cgroup $tmp
-            else mount -t cgroup -o "$controllers" cgroup $tmp
+            if [ -z "$controllers" ]; then mount -t cgroup2 cgroup2 $tmp 2>/dev/null
+            elif [ "${{controllers#name=}}" != "$controllers" ]; then
+                mount -t cgroup -o "none,$controllers" cgroup $tmp 2>/dev/null
+            else mount -t cgroup -o "$controllers" cgroup $tmp 2>/dev/null
             fi || continue
             dir=$tmp mounted=yes
         fi
-        if mkdir -p "$dir$own"; then
+        if mkdir -p "$dir$own" 2>/dev/null; then
             case "$controllers" in *cpuset*)
                 cat "$dir$path/cpuset.cpus" > "$dir$own/cpuset.cpus"
                 cat "$dir$path/cpuset.mems" > "$dir$own/cpuset.mems" ;;
@@ -101,12 +107,14 @@ if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
     fi
 elif [ "$LXCFORGE_INIT_STAGE" = cgroupns ]; then
     # libvirt bind-mounted the host's hierarchies whole: mount each afresh, which in this
-    # namespace shows the container's own group as its root.
+    # namespace shows the container's own group as its root (over libvirt's where a user
+    # namespace locks that one in place).
     while IFS=: read -r _ controllers _; do
         dir="/sys/fs/cgroup/${{controllers#name=}}"
         [ -n "$controllers" ] && [ -f "$dir/cgroup.procs" ] || continue
         case "$controllers" in name=*) opts="none,$controllers" ;; *) opts="$controllers" ;; esac
-        umount "$dir" && mount -t cgroup -o "nosuid,nodev,noexec,$opts" cgroup "$dir"
+        umount "$dir" 2>/dev/null
+        mount -t cgroup -o "nosuid,nodev,noexec,$opts" cgroup "$dir"
     done < /proc/self/cgroup
 fi
 unset LXCFORGE_INIT_STAGE
@@ -139,6 +147,37 @@ def namespace_root_procs(init_cgroup: str, mount_list: list[host.Mount]) -> list
         if root is not None and mount_point is not None:
             files.append(f"{mount_point}{root}/cgroup.procs")
     return files
+
+
+@contextlib.contextmanager
+def unprivileged_start(uuid: str, idmap_offset: int | None) -> Iterator[None]:
+    """Around the start of a container in a user namespace. Without machined, libvirt 9.0
+    gives such a container the host's name=systemd root as its group and chowns it (and the
+    files and groups at that root) to the container's root: another container's groups,
+    release_agent and all. Its own lxcforge/UUID group is made and handed to it before the
+    start (lxcforge-init moves into it), and the root given back to the host's root after."""
+    if idmap_offset is None or not (HOST_HIERARCHY / "cgroup.procs").exists():
+        yield
+        return
+    own = HOST_HIERARCHY / PARENT / uuid
+    own.mkdir(parents=True, exist_ok=True)
+    for path in [own, *own.iterdir()]:
+        os.chown(path, idmap_offset, idmap_offset)
+    try:
+        yield
+    finally:
+        # What libvirt chowned: the root, its files and the groups at the root (lxcforge/ too).
+        for path in [HOST_HIERARCHY, *HOST_HIERARCHY.iterdir()]:
+            with contextlib.suppress(OSError):
+                os.chown(path, 0, 0)
+
+
+def start_domain(virt: Virt, name: str) -> None:
+    """Start a defined container's domain, a user namespace's needs included (above)."""
+    info = virt.domain(name)
+    meta = domain.read_metadata(info.xml)
+    with unprivileged_start(info.uuid, meta.idmap_offset if meta is not None else None):
+        virt.start(name)
 
 
 def host_group(uuid: str) -> Path:

@@ -615,6 +615,11 @@ def new(
                                               help="Keep a container that got no address, to debug it.")] = False,
     autostart: Annotated[bool, typer.Option("--autostart", help="Start it when the host boots "
                                             "('lxcforge boot'; see 'lxcforge autostart').")] = False,
+    unprivileged: Annotated[bool, typer.Option("--unprivileged", help="In a user namespace: root inside is an "
+                                               "unprivileged user on the host (README: security model).")]
+    = False,
+    id_offset: Annotated[int | None, typer.Option("--id-offset", help="With --unprivileged: the host ids the "
+                                                  "container's 0..65535 map to (default 100000).")] = None,
     jobs: JobsOpt = None,
     tune_host: Annotated[bool, typer.Option("--tune-host", help="Run 'lxcforge host tune' first: raise kernel "
                                             "limits that would stop this many containers, instead of "
@@ -646,7 +651,7 @@ def new(
     options = container_ops.NewOptions(base=base, network=networks[0] if networks else None, memory=memory,
                                        cpus=cpus, ip=ip, ssh_key=key, start=not no_start, wait=not no_wait,
                                        timeout=timeout, keep_failed=keep_failed, static_ip=static_ip,
-                                       autostart=autostart)
+                                       autostart=autostart, idmap_offset=_idmap_offset(unprivileged, id_offset))
     options.check()
     if dry_run:
         plans = container_ops.plan_many(state.settings, wanted, options, networks)
@@ -664,6 +669,16 @@ def new(
         summary = bulk_ops.new_many(state.settings, wanted, options, networks=networks, jobs=jobs,
                                     check_capacity=not no_capacity_check, on_event=progress_events)
     _print_summary(summary, as_json, recorder)
+
+
+def _idmap_offset(unprivileged: bool, offset: int | None) -> int | None:
+    if offset is not None and not unprivileged:
+        raise LxcforgeError("--id-offset applies to --unprivileged containers", hint="add --unprivileged")
+    if not unprivileged:
+        return None
+    from lxcforge import idmap
+
+    return offset if offset is not None else idmap.DEFAULT_OFFSET
 
 
 def _recorder(path: Path | None, action: str) -> recording.Recorder:

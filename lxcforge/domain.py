@@ -10,6 +10,7 @@ from pathlib import Path
 METADATA_NS = "https://lxcforge.dev/xmlns/container/1"
 METADATA_PREFIX = "lxcforge"
 CPU_PERIOD_US = 100_000
+IDMAP_COUNT = 65536  # ids a user namespace maps (see lxcforge/idmap.py)
 
 # The capabilities a container keeps (libvirt's policy 'deny' drops every other, including
 # those libvirt 9 has no name for: bpf, perfmon, checkpoint_restore, audit_read). What a
@@ -42,6 +43,7 @@ class ContainerSpec:
     store: str | None = None
     ip: str | None = None
     autostart: bool = False
+    idmap_offset: int | None = None  # unprivileged: ids 0..65535 inside are offset.. outside
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Metadata:
     ip: str | None
     mac: str | None
     autostart: bool = False
+    idmap_offset: int | None = None
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -79,6 +82,10 @@ def domain_xml(spec: ContainerSpec) -> str:
     _sub(os_el, "init", spec.init)
     for arg in spec.init_args:
         _sub(os_el, "initarg", arg)
+    if spec.idmap_offset is not None:
+        idmap_el = _sub(dom, "idmap")
+        for kind in ("uid", "gid"):
+            _sub(idmap_el, kind, start="0", target=str(spec.idmap_offset), count=str(IDMAP_COUNT))
     features = _sub(dom, "features")
     capabilities = _sub(features, "capabilities", policy="deny")
     for capability in KEPT_CAPABILITIES:
@@ -112,6 +119,7 @@ def _metadata_element(spec: ContainerSpec) -> ET.Element:
         ("ip", spec.ip),
         ("mac", spec.mac),
         ("autostart", "yes" if spec.autostart else None),
+        ("idmap", str(spec.idmap_offset) if spec.idmap_offset is not None else None),
     ):
         if value is not None:
             _sub(container, f"{{{METADATA_NS}}}{tag}", value)
@@ -130,7 +138,8 @@ def read_metadata(xml: str) -> Metadata | None:
         return element.text if element is not None else None
 
     return Metadata(base=text("base"), created=text("created"), store=text("store"),
-                    network=text("network"), ip=text("ip"), mac=text("mac"), autostart=text("autostart") == "yes")
+                    network=text("network"), ip=text("ip"), mac=text("mac"), autostart=text("autostart") == "yes",
+                    idmap_offset=int(offset) if (offset := text("idmap")) and offset.isdigit() else None)
 
 
 def container_element_with_autostart(xml: str, on: bool) -> str:

@@ -22,7 +22,9 @@ BASE_STEPS = ("base.tmp", "base.installed", "base.published")
 # `base import`: a tuple of its own, since a build never reaches it (tests walk BASE_STEPS
 # with a build).
 IMPORT_STEPS = ("base.received",)
-POINTS = NEW_STEPS + DESTROY_STEPS + BASE_STEPS + IMPORT_STEPS
+# `new --unprivileged`, the first time a base is used with an id range: its shifted copy.
+SHIFT_STEPS = ("new.shifted",)
+POINTS = NEW_STEPS + DESTROY_STEPS + BASE_STEPS + IMPORT_STEPS + SHIFT_STEPS
 
 _lock = threading.Lock()
 _hits: dict[str, int] = {}

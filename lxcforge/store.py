@@ -18,21 +18,21 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import btrfsutil
 
-from lxcforge import host
+from lxcforge import faults, host
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, CommandFailed, HostNotReady, InUse, LxcforgeError, NotFound
 from lxcforge.run import die_with_parent, run, which
 
 log = logging.getLogger(__name__)
 
-SUBDIRS = ("bases", "containers", "cache", "locks", "tmp", "pending")
+SUBDIRS = ("bases", "containers", "cache", "locks", "tmp", "pending", "shifted")
 PER_NAME_LOCKS = ("container-", "base-", "tmp-")
 
 
@@ -89,6 +89,48 @@ class Store:
 
     def base_path(self, name: str) -> Path:
         return self.bases / name
+
+    @property
+    def shifted(self) -> Path:
+        return self.root / "shifted"
+
+    def shifted_name(self, base: str, offset: int) -> str:
+        """BASE@OFFSET.UUID: which base (and which build of it: a rebuilt or replaced base
+        has another subvolume uuid) and which id range; gc removes those of no base."""
+        return f"{base}@{offset}.{subvolume_uuid(self.base_path(base))[:12]}"
+
+    def shifted_base(self, base: str, offset: int, shift: Callable[[Path, int], object]) -> Path:
+        """The read-only copy of base owned by the id range at offset, made once (shift
+        does the work on a writable snapshot in tmp/, then it is renamed into place)."""
+        path = self.shifted / self.shifted_name(base, offset)
+        if path.exists():
+            return path
+        with self.lock(f"base-{base}@{offset}"):
+            if path.exists():
+                return path
+            with TmpSubvolume(self, "shift", source=self.base_path(base)) as work:
+                shift(work.path, offset)
+                faults.point("new.shifted")
+                # Renamed while writable (a read-only subvolume cannot change directory).
+                rename_subvolume(work.path, path)
+            set_read_only(path)
+        return path
+
+    def stale_shifted(self) -> list[Path]:
+        """Shifted copies of bases that no longer exist, or were rebuilt since."""
+        if not self.shifted.is_dir():
+            return []
+        stale = []
+        for entry in sorted(self.shifted.iterdir()):
+            base, _, rest = entry.name.partition("@")
+            try:
+                offset = int(rest.split(".")[0])
+                current = self.base_path(base).is_dir() and entry.name == self.shifted_name(base, offset)
+            except (ValueError, LxcforgeError, OSError):
+                current = False
+            if not current:
+                stale.append(entry)
+        return stale
 
     def container_path(self, name: str) -> Path:
         return self.containers / name
@@ -323,8 +365,9 @@ class TmpSubvolume:
     """A subvolume under tmp/ owned by this process (it holds the lock while it works).
     If the process dies, the lock goes with it and the next command deletes the leftover."""
 
-    def __init__(self, store: Store, purpose: str) -> None:
+    def __init__(self, store: Store, purpose: str, *, source: Path | None = None) -> None:
         self.store = store
+        self.source = source  # a snapshot of it, else an empty subvolume
         self.name = f"{purpose}-{os.getpid()}-{secrets.token_hex(3)}"
         self.path = store.tmp / self.name
         # Scratch space beside the subvolume (configuration for the build), removed with it.
@@ -335,7 +378,10 @@ class TmpSubvolume:
     def __enter__(self) -> TmpSubvolume:
         self._lock_cm = _flock(self._lock_path, blocking=False)
         self._lock_cm.__enter__()
-        create_subvolume(self.path)
+        if self.source is not None:
+            snapshot(self.source, self.path)
+        else:
+            create_subvolume(self.path)
         self.workdir.mkdir(mode=0o700)
         return self
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lxcforge import cgroups, domain, faults, host, names, network, store
+from lxcforge import cgroups, domain, faults, host, idmap, names, network, store
 from lxcforge import enter as enter_mod
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
@@ -53,6 +53,9 @@ class NewOptions:
     keep_failed: bool = False
     static_ip: bool = False  # write the address into the guest too: no DHCP round trip at boot
     autostart: bool = False  # start at boot (lxcforge boot)
+    # A user namespace: the container's ids 0..65535 are the host's idmap_offset.. (None:
+    # privileged, uid 0 inside is the host's root).
+    idmap_offset: int | None = None
 
     @property
     def memory_bytes(self) -> int:
@@ -68,6 +71,11 @@ class NewOptions:
             raise LxcforgeError(f"--cpus must be positive, not {self.cpus}", hint="e.g. --cpus 1.5")
         if self.timeout <= 0:
             raise LxcforgeError(f"--timeout must be positive, not {self.timeout}", hint="e.g. --timeout 60")
+        if self.idmap_offset is not None:
+            try:
+                idmap.check_offset(self.idmap_offset)
+            except ValueError as exc:
+                raise LxcforgeError(str(exc), hint=f"e.g. --unprivileged --id-offset {idmap.DEFAULT_OFFSET}") from exc
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ def _spec(settings: Settings, pool: Store, name: str, base: str, net: str, host_
         name=name, uuid=str(uuid.uuid4()), rootfs=pool.container_path(name), network=net,
         mac=host_entry.mac, memory_bytes=options.memory_bytes, cpus=options.cpus, base=base,
         created=datetime.now(UTC).isoformat(timespec="seconds"), store=str(settings.store), ip=host_entry.ip,
-        init=init, autostart=options.autostart,
+        init=init, autostart=options.autostart, idmap_offset=options.idmap_offset,
     )
 
 
@@ -201,8 +209,19 @@ class Creator:
         self.virt = virt
         self.base = base
         self.options = options
-        # Every container of the batch is a snapshot of the same base: decide once.
-        self.init = init_for(pool.base_path(base))
+        # Every container of the batch is a snapshot of the same base: decide once. An
+        # unprivileged batch snapshots the base's copy owned by its id range (made once).
+        self.source = pool.base_path(base)
+        if options.idmap_offset is not None:
+            closed = idmap.unsearchable_ancestor(pool.containers)
+            if closed is not None:
+                raise LxcforgeError(f"{closed} is closed to other users (no o+x): an unprivileged container's "
+                                    f"root (host uid {options.idmap_offset}) could not reach its files",
+                                    hint=f"chmod o+x {closed}, or use a store on a path others can pass through")
+            self.source = pool.shifted_base(base, options.idmap_offset, idmap.shift_tree)
+            # libvirt's controller enters the rootfs as the range's root: it must get through.
+            pool.containers.chmod(0o711)
+        self.init = init_for(self.source)
 
     def create(self, name: str, net: str,
                reserved: tuple[network.DhcpHost, ipaddress.IPv4Interface | None]) -> Creation:
@@ -223,7 +242,7 @@ class Creator:
         assert c.entry is not None
         rootfs = pool.container_path(name)
         t = time.monotonic()
-        store.snapshot(pool.base_path(self.base), rootfs)
+        store.snapshot(self.source, rootfs)
         c.undo.push(f"snapshot {rootfs}", lambda: store.delete_tree(rootfs))
         faults.point("new.snapshot")
         c.timed("snapshot", t)
@@ -240,6 +259,9 @@ class Creator:
             fixups.resolver(rootfs, str(c.gateway.ip))
         if self.options.static_ip and c.gateway is not None:
             fixups.static_address_on_eth0(rootfs, c.entry.ip, c.gateway.network.prefixlen, str(c.gateway.ip))
+        if self.options.idmap_offset is not None:
+            # What the fix-ups wrote is the host root's: the container's root must own it.
+            fixups.give_to_range(rootfs, fixups.WRITTEN_FOR_A_CONTAINER, self.options.idmap_offset)
         faults.point("new.fixups")
         c.timed("fixups", t)
 
@@ -253,7 +275,8 @@ class Creator:
 
         if self.options.start:
             t = time.monotonic()
-            virt.start(name)
+            with cgroups.unprivileged_start(spec.uuid, spec.idmap_offset):
+                virt.start(name)
             c.undo.push(f"running {name}", lambda: _kill(virt, name))
             faults.point("new.started")
             c.timed("start", t)
@@ -408,7 +431,7 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
         container = describe(virt, settings, name)
         repaired = 0
         if not virt.is_active(name):
-            virt.start(name)
+            cgroups.start_domain(virt, name)
         elif container.init_pid_known is False:
             repair.repair(virt, name)
             repaired = 1

@@ -275,6 +275,10 @@ def _locks_and_tmp(sweep: _Sweep) -> None:
         stale_tmp = pool.stale_tmp()
         for entry in stale_tmp:
             sweep.found(Item("tmp", str(entry), "left by a killed build"), partial(pool.remove_tmp, entry))
+    # Containers are snapshots of their own: a base's shifted copy serves only future ones.
+    for entry in pool.stale_shifted():
+        sweep.found(Item("shifted base", str(entry), "its base was removed or rebuilt"),
+                    partial(store.delete_subvolume, entry))
     if pool.locks.is_dir():
         for path in pool.stale_locks():
             sweep.found(Item("lock", str(path)), partial(pool.remove_stale_lock, path))

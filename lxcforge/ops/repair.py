@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 
-from lxcforge import host
+from lxcforge import cgroups, host
 from lxcforge.errors import LxcforgeError
 from lxcforge.virt import Virt
 
@@ -90,7 +90,7 @@ def repair(virt: Virt, name: str) -> None:
     for attempt in range(1, ATTEMPTS + 1):
         log.warning("%s: %s; stopping it hard and starting it again (attempt %d)", name, UNMANAGED, attempt)
         virt.destroy(name)
-        virt.start(name)
+        cgroups.start_domain(virt, name)
         if wait_known(virt, name) is not False:
             return
     raise Unmanaged(f"{name} is {UNMANAGED} after {ATTEMPTS} forced restarts",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from lxcforge.rootfs import safepath
@@ -126,6 +127,23 @@ def ssh_authorized_key(root: Path, public_key: str) -> None:
         existing += "\n"
     safepath.write_text(root, "/root/.ssh/authorized_keys", existing + key + "\n", mode=0o600)
     safepath.chmod(root, "/root/.ssh/authorized_keys", 0o600)
+
+
+# Every path a container's fix-ups may write (or create on the way), for an unprivileged
+# container's root to own them.
+WRITTEN_FOR_A_CONTAINER = (
+    "/etc/hostname", "/etc/hosts", "/etc/machine-id", "/var/lib/dbus/machine-id", "/etc/resolv.conf",
+    "/root/.ssh", "/root/.ssh/authorized_keys", "/usr/sbin/lxcforge-init",
+    "/etc/systemd/network/80-lxcforge-eth0.network", "/etc/sysconfig/network-scripts/ifcfg-eth0",
+)
+
+
+def give_to_range(root: Path, paths: Sequence[str], offset: int) -> None:
+    """Hand files the fix-ups wrote as the host's root to the root of the id range at offset
+    (only the files themselves; whatever the base had is shifted already)."""
+    for path in paths:
+        if safepath.exists(root, path) or safepath.is_symlink(root, path):
+            safepath.lchown(root, path, offset, offset)
 
 
 def empty_machine_id(root: Path) -> None:

@@ -156,6 +156,16 @@ def chmod(root: Path, inner: str, mode: int) -> None:
         os.fchmod(fd, mode)
 
 
+def lchown(root: Path, inner: str, uid: int, gid: int) -> None:
+    """Change the owner of inner itself (a link is changed, never followed), if it exists."""
+    parts = _parts(inner)
+    try:
+        with _parent_fd(root, parts, create=False) as dir_fd:
+            os.chown(parts[-1], uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+
+
 def symlink(root: Path, inner: str, target: str) -> None:
     """Make inner a symlink to target (interpreted inside the container), replacing a file or
     link there. Creating a link never follows one."""

@@ -257,3 +257,33 @@ def test_marked_containers_come_back_after_a_reboot(
         # Running it again changes nothing.
         assert lxcforge(minimal_store.root, "boot").returncode == 0
         assert fresh.state(plain) == "shut off"
+
+
+def test_killed_while_shifting_a_base_for_an_unprivileged_container_leaves_nothing(
+    minimal_store: Store, net: str, unique: str, virt: Virt
+) -> None:
+    name = f"u{unique}"
+    # pytest's temporary directories are 0700: refused, with what to do, before any step.
+    closed = next(p for p in reversed(minimal_store.root.parents) if not p.stat().st_mode & 0o001)
+    refused = lxcforge(minimal_store.root, "new", name, "--network", net, "--unprivileged")
+    assert refused.returncode == 1 and f"chmod o+x {closed}" in refused.stderr, refused.stderr
+    assert leftovers(minimal_store, virt, net, [name]) == [] and not list(minimal_store.shifted.iterdir())
+    for parent in minimal_store.root.parents:
+        if parent.is_relative_to(closed):
+            parent.chmod(parent.stat().st_mode | 0o001)
+
+    killed_at(minimal_store, "new.shifted", "new", name, "--network", net, "--unprivileged", "--id-offset", "200000")
+    assert lxcforge(minimal_store.root, "gc").returncode == 0
+    assert leftovers(minimal_store, virt, net, [name]) == []
+    assert not list(minimal_store.shifted.iterdir())
+
+    made = lxcforge(minimal_store.root, "new", name, "--network", net, "--unprivileged", "--id-offset", "200000")
+    assert made.returncode == 0, made.stderr
+    shifted = list(minimal_store.shifted.iterdir())
+    assert len(shifted) == 1 and shifted[0].name.startswith("minimal-1@200000.")
+    assert lxcforge(minimal_store.root, "destroy", name).returncode == 0
+    # The base gone, its shifted copy is an orphan gc removes.
+    assert lxcforge(minimal_store.root, "base", "rm", "minimal-1").returncode == 0
+    collected = json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)
+    assert [i["kind"] for i in collected["items"] if i["kind"] == "shifted base"] == ["shifted base"]
+    assert not list(minimal_store.shifted.iterdir())

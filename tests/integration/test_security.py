@@ -87,3 +87,24 @@ def test_a_container_cannot_raise_the_limits_libvirt_set(
     ran = lxcforge(cached_pool.root, "exec", name, "--", "sh", "-c", script)
     assert "widened" not in ran.stdout
     assert "survived" not in ran.stdout or ran.returncode != 0, ran.stdout  # the 128M limit still holds
+
+
+def test_an_unprivileged_container_boots_and_every_probe_fails(
+    cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
+) -> None:
+    first, second = f"t{unique}-u1", f"t{unique}-u2"
+    containers += [first, second]
+    made = lxcforge(cached_pool.root, "new", first, second, "--base", debian_base, "--network", session_network,
+                    "--unprivileged")
+    assert made.returncode == 0, made.stderr
+    state = lxcforge(cached_pool.root, "exec", first, "--", "systemctl", "is-system-running", "--wait")
+    assert state.stdout.strip() in ("running", "degraded"), state.stdout + state.stderr
+    uid_map = lxcforge(cached_pool.root, "exec", first, "--", "cat", "/proc/self/uid_map").stdout.split()
+    assert uid_map == ["0", "100000", "65536"]
+    # Root inside is uid 100000 on the host; what the fix-ups wrote belongs to it too.
+    assert (cached_pool.container_path(first) / "etc/hostname").stat().st_uid == 100000
+    assert (cached_pool.container_path(first) / "usr/bin").stat().st_uid == 100000
+    # Both are snapshots of one shifted copy of the base.
+    assert len([p for p in cached_pool.shifted.iterdir() if p.name.startswith(f"{debian_base}@100000.")]) == 1
+
+    assert opened(probe(cached_pool, first)) == set()

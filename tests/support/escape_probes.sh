@@ -21,7 +21,8 @@ while IFS=: read -r _ controllers _; do
     [ -n "$controllers" ] || continue
     case "$controllers" in name=*) opts="none,$controllers" ;; *) opts="$controllers" ;; esac
     mount -t cgroup -o "$opts" cgroup "$work/cg" 2>/dev/null || continue
-    [ -e "$work/cg/release_agent" ] && agents="$agents $controllers"
+    # Present and writable (in a user namespace it is the host root's, read-only).
+    [ -e "$work/cg/release_agent" ] && [ -w "$work/cg/release_agent" ] && agents="$agents $controllers"
     umount "$work/cg"
 done < /proc/self/cgroup
 if [ -n "$agents" ]; then say release-agent open "in$agents"; else say release-agent closed "none reachable"; fi
@@ -81,20 +82,26 @@ my $fd = syscall(321, 5, $attr, length($attr));
 report("bpf-load", $fd >= 0, $fd >= 0 ? "program loaded" : "bpf: $!");
 # iopl(3): raw I/O ports, CAP_SYS_RAWIO.
 my $r = syscall(172, 3); report("raw-io", $r == 0, $r == 0 ? "iopl(3) granted" : "iopl: $!");
+# In a user namespace, capabilities and ptrace reach only objects of the container.
+open(my $map, "<", "/proc/self/uid_map") or die;
+my $userns = (join(" ", split(" ", scalar <$map>)) ne "0 0 4294967295");
 # Capabilities that open such doors, held in the bounding set.
 my %risky = (2 => "dac_read_search", 16 => "sys_module", 17 => "sys_rawio", 19 => "sys_ptrace",
              25 => "sys_time", 27 => "mknod", 34 => "syslog", 38 => "perfmon", 39 => "bpf");
 open(my $status, "<", "/proc/self/status") or die;
 my ($bounding) = map { /^CapBnd:\s+(\S+)/ ? hex($1) : () } <$status>;
 my @held = map { $risky{$_} } grep { $bounding & (1 << $_) } sort { $a <=> $b } keys %risky;
-report("risky-capabilities", scalar(@held), @held ? "@held" : "none of @{[sort values %risky]}");
+if ($userns) { report("risky-capabilities", 0, "user namespace: they hold only inside it"); }
+else { report("risky-capabilities", scalar(@held), @held ? "@held" : "none of @{[sort values %risky]}"); }
 # open_by_handle_at: any file of a mounted filesystem by handle, CAP_DAC_READ_SEARCH.
 my $handle = pack("Li", 8, 1) . ("\0" x 8);
 syscall(304, -100, $handle, 0); $e = $! + 0;
 report("open-by-handle", $e != 1, "open_by_handle_at: $!");
 # ptrace(ATTACH) of a process of another user (CAP_SYS_PTRACE), if the container has one.
 my ($target) = grep { my @s = stat("/proc/$_"); @s && $s[4] != 0 } map { m{/(\d+)$} ? $1 : () } glob("/proc/[0-9]*");
-if (defined $target) {
+if ($userns) {
+    report("ptrace-other-user", 0, "user namespace: every process it can see is its own");
+} elsif (defined $target) {
     my $a = syscall(101, 0x4206, $target + 0, 0, 0);  # PTRACE_SEIZE: no stop
     if ($a == 0) { report("ptrace-other-user", 1, "attached to $target"); }
     else { report("ptrace-other-user", 0, "ptrace: $!"); }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lxcforge.ops import repair
+from lxcforge.virt import DomainInfo
 
 
 class ScriptedVirt:
@@ -24,6 +25,9 @@ class ScriptedVirt:
 
     def start(self, name: str) -> None:
         self.calls.append("start")
+
+    def domain(self, name: str) -> DomainInfo:  # a privileged container's definition
+        return DomainInfo(name, "6a0e2f6c-0000-4000-8000-000000000001", "running", "<domain type='lxc'/>")
 
 
 def test_a_managed_container_costs_one_question() -> None:
