@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1000, help="running containers for stats")
     parser.add_argument("--new", type=int, default=300, help="containers per bulk new for --report's cost")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--picture", type=Path, default=None, help="also draw the rounds overlaid to this file")
     args = parser.parse_args(argv)
     print(host_line())
     work = Path(tempfile.mkdtemp(prefix="lxcforge-observe-"))
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # report's drawing of the biggest run, and of all rounds overlaid.
         for files in ([work / "new-0.jsonl"], sorted(work.glob("new-*.jsonl"))):
-            wall, cpu, drawn = timed(store, "report", *map(str, files), "-o", str(work / "run.png"))
+            out = args.picture if args.picture is not None and len(files) > 1 else work / "run.png"
+            wall, cpu, drawn = timed(store, "report", *map(str, files), "-o", str(out.resolve()))
             print(f"report of {len(files)} run(s) of {args.new}: {wall:.2f} s wall, {cpu:.2f} CPU-s "
                   f"(exit {drawn.returncode})")
 

@@ -86,7 +86,7 @@ def mem_available() -> int:
 
 
 def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int | None,
-                 static_ip: bool, systemd: bool) -> dict[str, object]:
+                 static_ip: bool, systemd: bool, unprivileged: bool = False) -> dict[str, object]:
     prefix = "lxb-"
     args = ["--store", str(store), "new", "--count", str(count), "--prefix", prefix, "--base", base,
             "--network", ",".join(nets), "--json", "--timeout", "180", "--tune-host"]
@@ -94,6 +94,8 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         args += ["-j", str(jobs)]
     if static_ip:
         args += ["--static-ip", "--no-wait"]
+    if unprivileged:
+        args += ["--unprivileged"]
     before = mem_available()
     started = time.monotonic()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -253,6 +255,7 @@ def main() -> int:
     parser.add_argument("--static-ip", action="store_true", help="lxcforge with --static-ip (no DHCP at boot)")
     parser.add_argument("--skip-2013", action="store_true")
     parser.add_argument("--lxc", action="store_true", help="also LXC 5.0 (lxc-copy -s + lxc-start, 4 at a time)")
+    parser.add_argument("--unprivileged", action="store_true", help="lxcforge's containers in a user namespace")
     args = parser.parse_args()
 
     store = args.store or config.load().store
@@ -269,7 +272,7 @@ def main() -> int:
     try:
         result: dict[str, object] = {"count": args.count, "base": args.base, "cores": os.cpu_count(),
                                      "lxcforge": run_lxcforge(store, args.base, args.count, nets, args.jobs,
-                                                              args.static_ip, systemd)}
+                                                              args.static_ip, systemd, args.unprivileged)}
         if not args.skip_2013:
             # Dynamic leases only, like the 2013 guide's network; the default range is /24-sized
             # there, here a /21 so that the method is not limited by the range.

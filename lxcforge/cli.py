@@ -1082,6 +1082,7 @@ def exec(  # noqa: A001
                                        "(then NAME|GLOB is '-').")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Containers at once, with several "
                                              "(default 16).")] = None,
+    report: ReportOpt = None,
     as_json: JsonOpt = False, fmt: FormatOpt = None,
 ) -> None:
     """Run a command inside containers: in their namespaces and cgroups (their memory and CPU
@@ -1097,7 +1098,9 @@ def exec(  # noqa: A001
       lxcforge exec -u nobody -w /tmp -e LANG=C web1 -- id
 
       lxcforge exec 'web*' -j 32 -- sh -c 'uptime'"""
-    many = all_ or as_json or jobs is not None or "," in target or any(ch in target for ch in "*?[")
+    many = (all_ or as_json or jobs is not None or report is not None or "," in target
+            or any(ch in target for ch in "*?["))
+    recorder = _recorder(report, "exec")
     if tty and no_tty:
         raise LxcforgeError("--tty and --no-tty contradict each other", hint="give one of them")
     if not many:
@@ -1116,6 +1119,10 @@ def exec(  # noqa: A001
     started = time.monotonic()
     results = exec_many.run_many(state.settings, names, command, user=user, cwd=cwd, env=env or [],
                                  jobs=jobs or 16, on_done=_show_run(as_json))
+    for ran in results:
+        recorder.add(ran.name, ran.ok, ran.error or (f"exit {ran.status}" if not ran.ok else None),
+                     [("exec", ran.started_at, ran.started_at + ran.seconds)])
+    recorder.write()
     _report_runs("exec", results, time.monotonic() - started, as_json)
 
 

@@ -79,6 +79,8 @@ net.ipv4.neigh.default.gc_thresh1 = 2048
 net.ipv4.neigh.default.gc_thresh2 = 4096
 net.ipv4.neigh.default.gc_thresh3 = 8192
 net.core.netdev_max_backlog = 16384
+kernel.keys.maxkeys = 200000
+kernel.keys.maxbytes = 25000000
 SYSCTL
 )
     if [[ ! -f $conf || $(cat "$conf") != "$want" ]]; then

@@ -28,6 +28,10 @@ MEMORY_PER_CONTAINER = 16 * 1024**2
 DISK_PER_CONTAINER = 16 * 1024**2
 PTYS_PER_CONTAINER = 2
 FDS_PER_CONTAINER_IN_LIBVIRTD = 8
+# Kernel keys a systemd container's services hold (one session keyring each, and more), all
+# charged to one host uid when containers share an id range: 60 unprivileged containers used
+# 364 keys, past the default quota of 200 for non-root users (units then fail at step KEYRING).
+KEYS_PER_CONTAINER = 8
 
 # What `lxcforge host tune` (and vagrant/provision.sh) sets; values for a few thousand containers.
 TUNED = {
@@ -39,6 +43,8 @@ TUNED = {
     "net.ipv4.neigh.default.gc_thresh2": 4096,
     "net.ipv4.neigh.default.gc_thresh3": 8192,
     "net.core.netdev_max_backlog": 16384,
+    "kernel.keys.maxkeys": 200000,
+    "kernel.keys.maxbytes": 25000000,
 }
 
 
@@ -99,6 +105,7 @@ def evaluate(
     own_nofile: int,
     store_free: int | None,
     quotas: bool | None,
+    unprivileged: bool = False,
 ) -> list[Problem]:
     """Pure: every problem that `count` more containers would hit, with its fix."""
     problems: list[Problem] = []
@@ -124,6 +131,11 @@ def evaluate(
             "inotify instances", f"fs.inotify.max_user_instances = {inotify}, {load.inotify_in_use} in use: "
             f"room for about {room} more systemd containers, {count} wanted",
             _tune_fix("fs.inotify.max_user_instances")))
+    maxkeys = sysctls.get("kernel.keys.maxkeys")
+    if unprivileged and maxkeys is not None and total * KEYS_PER_CONTAINER > maxkeys:
+        problems.append(Problem(
+            "kernel keys", f"kernel.keys.maxkeys = {maxkeys} keys per host user; {total} unprivileged containers "
+            f"of one id range need about {total * KEYS_PER_CONTAINER}", _tune_fix("kernel.keys.maxkeys")))
     pid_max = sysctls.get("kernel.pid_max")
     if pid_max is not None and load.processes + count * PIDS_PER_CONTAINER > pid_max:
         problems.append(Problem("pid max", f"kernel.pid_max = {pid_max} is too low for {count} more containers",
@@ -189,7 +201,8 @@ def check_new(virt: Virt, pool: Store, plans: Mapping[str, network.NetworkPlan],
     except ValueError:
         memory = 0
     return evaluate(count, host_load(virt), plans, free_by_network, ports_by_network, memory, sysctls,
-                    raise_own_nofile(), _free_bytes(pool.root), store.quotas_enabled(pool.root))
+                    raise_own_nofile(), _free_bytes(pool.root), store.quotas_enabled(pool.root),
+                    unprivileged=options.idmap_offset is not None)
 
 
 def _free_bytes(path: Path) -> int | None:

@@ -37,6 +37,7 @@ class Ran:
     stderr: str
     seconds: float
     error: str | None = None
+    started_at: float = 0.0  # wall clock, epoch seconds (for --report)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +67,7 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
 
     with ThreadConnections(settings.uri) as connections:
         def one(name: str) -> Ran:
-            started = time.monotonic()
+            started, wall = time.monotonic(), time.time()
             fds: list[int] = []
             try:
                 way = container_ops.way_in(connections.get(), settings, name, user)
@@ -88,10 +89,10 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                     done = subprocess.run(argv, env=child_env, pass_fds=fds, stdin=stdin, stdout=stdout,
                                           stderr=subprocess.PIPE, timeout=timeout)
                 ran = Ran(name, done.returncode, (done.stdout or b"").decode(errors="replace"),
-                          done.stderr.decode(errors="replace"), time.monotonic() - started)
+                          done.stderr.decode(errors="replace"), time.monotonic() - started, started_at=wall)
             except (LxcforgeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 message = exc.message if isinstance(exc, LxcforgeError) else str(exc)
-                ran = Ran(name, None, "", "", time.monotonic() - started, error=message)
+                ran = Ran(name, None, "", "", time.monotonic() - started, error=message, started_at=wall)
             finally:
                 for fd in fds:
                     with contextlib.suppress(OSError):

@@ -114,6 +114,8 @@ def test_a_bulk_runs_timings_are_written_and_drawn(
     made = lxcforge(minimal_store.root, "new", "--count", "6", "--prefix", prefix, "--network", minimal_net,
                     "--report", str(tmp_path / "new.jsonl"), "--json")
     assert made.returncode == 0, made.stderr
+    ran = lxcforge(minimal_store.root, "exec", f"{prefix}*", "--report", str(tmp_path / "exec.jsonl"), "--", "true")
+    assert ran.returncode == 0, ran.stderr
     destroyed = lxcforge(minimal_store.root, "destroy", f"{prefix}*", "--report", str(tmp_path / "destroy.csv"))
     assert destroyed.returncode == 0, destroyed.stderr
     document = json.loads(made.stdout)
@@ -126,6 +128,8 @@ def test_a_bulk_runs_timings_are_written_and_drawn(
     assert (new_run["action"], new_run["total"], new_run["succeeded"]) == ("new", 6, 6)
     assert {"snapshot", "fixups", "define", "start", "lease"} <= set(new_run["phase_p50_ms"])
     assert (destroy_run["action"], destroy_run["succeeded"]) == ("destroy", 6)
+    exec_run = json.loads(lxcforge(None, "report", str(tmp_path / "exec.jsonl"), "--json").stdout)[0]
+    assert (exec_run["action"], exec_run["succeeded"], list(exec_run["phase_p50_ms"])) == ("exec", 6, ["exec"])
     # The per-container times recomputed from the file match what the command itself printed.
     assert abs(new_run["p50_seconds"] - document["p50_seconds"]) < 0.05
     assert (tmp_path / "runs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -86,3 +86,15 @@ def test_summary_percentiles() -> None:
     assert abs((summary.percentile(50) or 0) - 5.05) < 0.1
     assert abs((summary.percentile(95) or 0) - 9.5) < 0.1
     assert summary.as_dict()["failed"] == [{"name": "bad", "error": "boom", "hint": None}]
+
+
+def test_unprivileged_containers_of_one_range_need_kernel_keys() -> None:
+    plans = {"default": plan("default", "10.60.0.0/24")}
+    sysctls = {**DEFAULT_SYSCTLS, "kernel.keys.maxkeys": 200}
+
+    def problems(unprivileged: bool) -> set[str]:
+        return whats(capacity.evaluate(60, LOAD, plans, {"default": 253}, {"default": 0}, 512 * 1024**2, sysctls,
+                                       65536, 100 * 1024**3, False, unprivileged=unprivileged))
+    assert "kernel keys" in problems(True)  # 60 x 8 keys over the default quota of 200
+    assert "kernel keys" not in problems(False)  # root's own quota is another
+    assert "kernel keys" not in whats(evaluate(60, dict(capacity.TUNED)))
