@@ -38,7 +38,7 @@ def timed(store: Path, *args: str) -> tuple[float, float, subprocess.CompletedPr
 
 
 def watch_cpu(store: Path, seconds: float) -> float:
-    """Percent of one core `stats --watch --interval 2` uses over seconds."""
+    """Percent of one core `stats --watch` (its default interval) uses over seconds."""
     proc = subprocess.Popen([sys.executable, "-m", "lxcforge", "--store", str(store), "stats", "--watch"],
                             stdout=subprocess.DEVNULL)
     time.sleep(seconds)
@@ -55,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", type=int, default=300, help="containers per bulk new for --report's cost")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--picture", type=Path, default=None, help="also draw the rounds overlaid to this file")
+    parser.add_argument("--stats-only", action="store_true", help="only the stats figures")
     args = parser.parse_args(argv)
     print(host_line())
     work = Path(tempfile.mkdtemp(prefix="lxcforge-observe-"))
     with minimal_store("observe", 21) as (store, net):
         # --report's cost: the same bulk new with and without, alternating.
         walls: dict[str, list[float]] = {"without": [], "with": []}
-        for round_ in range(args.rounds):
+        for round_ in range(0 if args.stats_only else args.rounds):
             order = ["without", "with"] if round_ % 2 == 0 else ["with", "without"]
             for mode in order:
                 extra = ["--report", str(work / f"new-{round_}.jsonl")] if mode == "with" else []
@@ -72,26 +73,29 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_ + 1} new {args.new} {mode} --report: {wall:.2f} s "
                       f"({document['succeeded']} made)", flush=True)
                 lxcforge(store, "destroy", "n*")
-        median = {mode: statistics.median(values) for mode, values in walls.items()}
-        print(f"--report on new {args.new}: median {median['with']:.2f} s with, {median['without']:.2f} s without "
-              f"({100 * (median['with'] / median['without'] - 1):+.1f} %)")
+        if not args.stats_only:
+            median = {mode: statistics.median(values) for mode, values in walls.items()}
+            print(f"--report on new {args.new}: median {median['with']:.2f} s with, {median['without']:.2f} s "
+                  f"without ({100 * (median['with'] / median['without'] - 1):+.1f} %)")
 
         # report's drawing of the biggest run, and of all rounds overlaid.
-        for files in ([work / "new-0.jsonl"], sorted(work.glob("new-*.jsonl"))):
+        for files in ([] if args.stats_only else ([work / "new-0.jsonl"], sorted(work.glob("new-*.jsonl")))):
             out = args.picture if args.picture is not None and len(files) > 1 else work / "run.png"
             wall, cpu, drawn = timed(store, "report", *map(str, files), "-o", str(out.resolve()))
             print(f"report of {len(files)} run(s) of {args.new}: {wall:.2f} s wall, {cpu:.2f} CPU-s "
                   f"(exit {drawn.returncode})")
 
         made = lxcforge(store, "new", "--count", str(args.count), "--prefix", "s", "--network", net, "--json",
-                        "--timeout", "300", "--tune-host")
+                        "--timeout", "300", "--tune-host", "--report", str(work / "big.jsonl"))
         print(f"made {json.loads(made.stdout)['succeeded']} running containers")
+        wall, cpu, drawn = timed(store, "report", str(work / "big.jsonl"), "-o", str(work / "big.png"))
+        print(f"report of a run of {args.count}: {wall:.2f} s wall, {cpu:.2f} CPU-s (exit {drawn.returncode})")
         for _ in range(args.rounds):
             wall, cpu, shown = timed(store, "stats", "--format", "json")
             print(f"stats of {len(json.loads(shown.stdout))}: {wall:.3f} s wall, {cpu:.3f} CPU-s")
         wall, cpu, listed = timed(store, "list", "--json")
         print(f"(list of {len(json.loads(listed.stdout))} for comparison: {wall:.3f} s)")
-        print(f"stats --watch (2 s interval) over 60 s: {watch_cpu(store, 60):.1f} % of one core")
+        print(f"stats --watch (default 3 s interval) over 60 s: {watch_cpu(store, 60):.1f} % of one core")
     return 0
 
 

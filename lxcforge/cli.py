@@ -713,7 +713,8 @@ def stats(
     = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="A live view, refreshed in place, like top.")]
     = False,
-    interval: Annotated[float, typer.Option(help="Seconds between reads (the CPU % interval).")] = 2.0,
+    interval: Annotated[float, typer.Option(help="Seconds between reads (the CPU % interval; top's default).")]
+    = 3.0,
     sort: Annotated[str, typer.Option(help="Sort by name, cpu, memory, tasks, rx or tx.")] = "name",
     disk: Annotated[bool, typer.Option("--disk", help="Also each container's exclusive disk use (walks its "
                                        "files: slow with many).")] = False,
