@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -380,10 +381,15 @@ def describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
 
 def list_containers(settings: Settings) -> list[Container]:
     result = []
-    with Virt(settings.uri) as virt:
+    with Virt(settings.uri) as virt, ThreadPoolExecutor(max_workers=1) as beside:
         leases: dict[str, set[tuple[str, str]]] = {}
-        managed = repair.managed_running(virt)
-        for dom in virt.domains():
+        # The init check of every running domain on a second connection while this one reads
+        # every domain's XML: libvirtd serves a few calls of each connection at a time, and
+        # both are a round trip per domain (0.5 s each for a thousand).
+        checked = beside.submit(_managed_running, settings.uri)
+        doms = virt.domains()
+        managed = checked.result()
+        for dom in doms:
             meta = domain.read_metadata(dom.xml)
             if meta is None or meta.store != str(settings.store):
                 continue
@@ -408,6 +414,11 @@ def list_containers(settings: Settings) -> list[Container]:
                 result.append(Container(name=name, state=HALF_MADE, ipv4=None, mac=None, network=None, base=None,
                                         memory_bytes=None, created=None, path=str(pool.container_path(name))))
     return sorted(result, key=lambda c: c.name)
+
+
+def _managed_running(uri: str) -> dict[str, bool]:
+    with Virt(uri) as virt:
+        return repair.managed_running(virt)
 
 
 def info(settings: Settings, name: str) -> tuple[Container, str]:
