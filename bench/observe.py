@@ -93,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             wall, cpu, shown = timed(store, "stats", "--format", "json")
             print(f"stats of {len(json.loads(shown.stdout))}: {wall:.3f} s wall, {cpu:.3f} CPU-s")
-        wall, cpu, listed = timed(store, "list", "--json")
-        print(f"(list of {len(json.loads(listed.stdout))} for comparison: {wall:.3f} s)")
+        for _ in range(args.rounds):
+            wall, cpu, listed = timed(store, "list", "--json")
+            print(f"list of {len(json.loads(listed.stdout))}: {wall:.3f} s wall, {cpu:.3f} CPU-s")
+            wall, cpu, _shown = timed(store, "info", "s500", "--json")
+            print(f"info of one of them: {wall:.3f} s wall, {cpu:.3f} CPU-s")
         print(f"stats --watch (default 3 s interval) over 60 s: {watch_cpu(store, 60):.1f} % of one core")
     return 0
 

@@ -26,7 +26,7 @@ from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
 from lxcforge.ops import addresses, repair
 from lxcforge.rootfs import fixups, safepath
-from lxcforge.run import which
+from lxcforge.run import run, which
 from lxcforge.store import Store, StoreState
 from lxcforge.undo import Undo
 from lxcforge.virt import DomainInfo, Virt
@@ -276,6 +276,9 @@ class Creator:
 
         if self.options.start:
             t = time.monotonic()
+            # Undone after the kill below, even where libvirtd is gone: a start it cut short
+            # can leave the container's end of the veth pair in the host's namespace.
+            c.undo.push(f"veth of {name}", lambda: remove_left_veth(spec.mac))
             with cgroups.unprivileged_start(spec.uuid, spec.idmap_offset):
                 virt.start(name)
             c.undo.push(f"running {name}", lambda: _kill(virt, name))
@@ -304,6 +307,16 @@ def _undefine(virt: Virt, name: str, uuid: str) -> None:
     virt.undefine(name)
     cgroups.remove_group(uuid)
     remove_run_leftovers(name)
+
+
+def remove_left_veth(mac: str) -> None:
+    """The container end of a veth pair still in the host's namespace, found by the
+    container's MAC: what a start cut short (libvirtd killed) leaves; deleting it removes
+    its host end too. Only when undoing a new (it reads every interface of the host)."""
+    for ifname, found in host.interfaces_with_mac_prefix(network.MAC_PREFIX):
+        if found == mac.lower():
+            with contextlib.suppress(LxcforgeError):
+                run(["ip", "link", "delete", ifname])
 
 
 def remove_run_leftovers(name: str) -> list[str]:
