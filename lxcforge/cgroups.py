@@ -40,6 +40,14 @@ WRAPPER_PATH = "/usr/sbin/lxcforge-init"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOST_HIERARCHY = CGROUP_ROOT / "systemd"
 UNIFIED = CGROUP_ROOT / "unified"
+PARENT = "lxcforge"
+# The container's own group below the one libvirt made and set limits on.
+OWN_CHILD = "container"
+PROC_CGROUPS = Path("/proc/cgroups")
+
+# systemd mounts these pairs as one hierarchy; a host mounting either alone makes the
+# container's mount fail (EBUSY), so the host follows the same pairing.
+JOINED = (("cpu", "cpuacct"), ("net_cls", "net_prio"))
 
 
 def hierarchies() -> list[Path]:
@@ -52,14 +60,7 @@ def hierarchies() -> list[Path]:
     except OSError:
         return []
     return [entry for entry in entries if not entry.is_symlink() and (entry / "cgroup.procs").exists()]
-PARENT = "lxcforge"
-# The container's own group below the one libvirt made and set limits on.
-OWN_CHILD = "container"
-PROC_CGROUPS = Path("/proc/cgroups")
 
-# systemd mounts these pairs as one hierarchy; a host mounting either alone makes the
-# container's mount fail (EBUSY), so the host follows the same pairing.
-JOINED = (("cpu", "cpuacct"), ("net_cls", "net_prio"))
 
 WRAPPER = f"""#!/bin/sh
 # lxcforge: run as the container's init before the real one (see lxcforge/cgroups.py).
@@ -70,6 +71,8 @@ WRAPPER = f"""#!/bin/sh
 # 2. a cgroup namespace rooted there, /sys/fs/cgroup remounted to show only that root;
 # 3. systemd kept on the legacy layout, out of the host's cgroup2 hierarchy.
 v1() {{ grep -q "^[1-9][0-9]*:$1" /proc/self/cgroup 2>/dev/null; }}
+# mount -o for a /proc/self/cgroup line's controllers ("memory", "name=systemd").
+options() {{ case "$1" in name=*) echo "none,$1" ;; *) echo "$1" ;; esac; }}
 if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
     uuid=${{LIBVIRT_LXC_UUID:-$$}}
     tmp=/dev/.lxcforge-cgroup
@@ -85,9 +88,7 @@ if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
         if [ -z "$controllers" ] || [ ! -f "$dir/cgroup.procs" ]; then
             mkdir -p $tmp
             if [ -z "$controllers" ]; then mount -t cgroup2 cgroup2 $tmp 2>/dev/null
-            elif [ "${{controllers#name=}}" != "$controllers" ]; then
-                mount -t cgroup -o "none,$controllers" cgroup $tmp 2>/dev/null
-            else mount -t cgroup -o "$controllers" cgroup $tmp 2>/dev/null
+            else mount -t cgroup -o "$(options "$controllers")" cgroup $tmp 2>/dev/null
             fi || continue
             dir=$tmp mounted=yes
         fi
@@ -112,9 +113,8 @@ elif [ "$LXCFORGE_INIT_STAGE" = cgroupns ]; then
     while IFS=: read -r _ controllers _; do
         dir="/sys/fs/cgroup/${{controllers#name=}}"
         [ -n "$controllers" ] && [ -f "$dir/cgroup.procs" ] || continue
-        case "$controllers" in name=*) opts="none,$controllers" ;; *) opts="$controllers" ;; esac
         umount "$dir" 2>/dev/null
-        mount -t cgroup -o "nosuid,nodev,noexec,$opts" cgroup "$dir"
+        mount -t cgroup -o "nosuid,nodev,noexec,$(options "$controllers")" cgroup "$dir"
     done < /proc/self/cgroup
 fi
 unset LXCFORGE_INIT_STAGE
@@ -203,7 +203,7 @@ def remove_group(uuid: str) -> None:
 
 
 def groups() -> list[Path]:
-    """Every lxcforge/<uuid> group present, in both hierarchies."""
+    """Every lxcforge/<uuid> group present, in every hierarchy."""
     found: list[Path] = []
     for hierarchy in hierarchies():
         try:

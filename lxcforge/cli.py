@@ -815,10 +815,9 @@ def events(
     from lxcforge.ops import events as events_ops
 
     stop = threading.Event()
-    deadline = time.monotonic() + timeout if timeout is not None else None
     seen = 0
-    if deadline is not None:
-        timer = threading.Timer(timeout or 0, stop.set)
+    if timeout is not None:
+        timer = threading.Timer(timeout, stop.set)
         timer.daemon = True  # never keeps the command alive once it is done
         timer.start()
     try:

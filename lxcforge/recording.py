@@ -43,11 +43,10 @@ class Recorder:
             timeline.check_format(self.path)  # refuse a bad extension before any work
             self.host_start = timeline.host_facts()
 
-    def add(self, name: str, ok: bool, error: str | None, steps: Sequence[tuple[str, float, float]],
-            ended: float | None = None) -> None:
+    def add(self, name: str, ok: bool, error: str | None, steps: Sequence[tuple[str, float, float]]) -> None:
         if self.path is None:
             return
-        end = ended if ended is not None else (steps[-1][2] if steps else time.time())
+        end = steps[-1][2] if steps else time.time()
         start = steps[0][1] if steps else end
         self.containers.append(timeline.ContainerRun(name, ok, error, start, end,
                                                      tuple(timeline.Step(*s) for s in steps)))

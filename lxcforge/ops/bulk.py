@@ -310,7 +310,6 @@ def _run_creations(
                     for name in chunk:
                         journal.emit(pool.root, "reserved", name, ip=reserved[name][0].ip,
                                      network=assignment[name])
-                    for name in chunk:
                         futures[executor.submit(creator.create, name, assignment[name], reserved[name])] = name
                 if futures:
                     done, _ = wait(list(futures), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)

@@ -177,7 +177,6 @@ class Creation:
     spec: domain.ContainerSpec | None = None
     gateway: ipaddress.IPv4Interface | None = None
     undo: Undo = field(default_factory=Undo)
-    phases: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     repaired: int = 0
     # Each phase's start and end on the wall clock (epoch seconds), for --report.
@@ -185,8 +184,15 @@ class Creation:
 
     def timed(self, phase: str, started: float) -> None:
         now, wall = time.monotonic(), time.time()
-        self.phases[phase] = self.phases.get(phase, 0.0) + now - started
         self.steps.append((phase, wall - (now - started), wall))
+
+    @property
+    def phases(self) -> dict[str, float]:
+        """Seconds spent in each phase (a phase run twice counts twice)."""
+        totals: dict[str, float] = {}
+        for phase, start, end in self.steps:
+            totals[phase] = totals.get(phase, 0.0) + end - start
+        return totals
 
     def result(self, state: str, leased: bool | None) -> Container:
         assert self.entry is not None and self.spec is not None
@@ -633,7 +639,8 @@ class Way:
     cgroup_procs: list[str]
 
 
-def way_in(virt: Virt, settings: Settings, name: str, user: str | None) -> Way:
+def way_in(virt: Virt, settings: Settings, name: str, user: str | None,
+           mount_list: list[host.Mount] | None = None) -> Way:
     container = describe(virt, settings, name)  # this store's container, or refused
     if container.state != "running":
         raise LxcforgeError(f"container {name} is not running", hint=f"start it: lxcforge start {name}")
@@ -654,7 +661,8 @@ def way_in(virt: Virt, settings: Settings, name: str, user: str | None) -> Way:
         cgroup_ns = enter_mod.own_cgroup_namespace(init)
         if cgroup_ns is not None:
             fds.append(cgroup_ns)
-        procs = cgroups.namespace_root_procs(Path(f"/proc/{init}/cgroup").read_text(), host.mounts())
+        procs = cgroups.namespace_root_procs(Path(f"/proc/{init}/cgroup").read_text(),
+                                             mount_list if mount_list is not None else host.mounts())
     except (ValueError, OSError) as exc:
         for fd in fds:
             os.close(fd)

@@ -70,7 +70,7 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
             started, wall = time.monotonic(), time.time()
             fds: list[int] = []
             try:
-                way = container_ops.way_in(connections.get(), settings, name, user)
+                way = container_ops.way_in(connections.get(), settings, name, user, mount_list)
                 fds = way.fds
                 child_env = dict(variables)
                 if way.home is not None:

@@ -8,7 +8,6 @@ Then Ansible, through libvirt's inventory and LXC connection, reaches every cont
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 from tests.integration.conftest import lxcforge
+from tests.support.ansible import assert_each_answers_with_its_name
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 HOST_WIDE = ("rundir", "cgroup")  # gc finds these for any gone domain of the host, not only this store's
 
 
@@ -122,17 +121,7 @@ def test_ansible_runs_a_command_in_every_container_of_a_bulk_new(
     assert len(names) == 12
     inventory = tmp_path / "inventory.libvirt.yml"
     inventory.write_text("plugin: community.libvirt.libvirt\nuri: 'lxc:///'\ninventory_hostname: name\n")
-    home = tmp_path / "ansible-home"
-    env = {**os.environ, "ANSIBLE_HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
-           "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_INVENTORY_ENABLED": "community.libvirt.libvirt",
-           "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
-           "ANSIBLE_FORCE_VALID_GROUP_NAMES": "ignore", "ANSIBLE_NOCOLOR": "1",
-           "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    result = subprocess.run([str(VENV_BIN / "ansible"), "-i", str(inventory), f"{prefix}*", "-m", "raw",
-                             "-a", "cat /etc/hostname", "-f", "12", "--one-line"],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    answered = {line.split(" | ")[0]: line for line in result.stdout.splitlines() if " | CHANGED" in line}
-    assert sorted(answered) == names, result.stdout
-    for name in names:
-        assert f"(stdout) {name}" in answered[name], answered[name]
+    assert_each_answers_with_its_name(
+        inventory, f"{prefix}*", names, tmp_path / "ansible-home", ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_INVENTORY_ENABLED="community.libvirt.libvirt", ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
+        ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="True", ANSIBLE_FORCE_VALID_GROUP_NAMES="ignore")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from lxcforge.store import Store
 from tests.integration.conftest import lxcforge
-
-VENV_BIN = Path(sys.executable).parent
+from tests.support.ansible import assert_each_answers_with_its_name
 
 
 def test_stats_sees_a_known_cpu_and_memory_load(minimal_store: Store, minimal_net: str, unique: str) -> None:
@@ -151,15 +150,5 @@ def test_ansible_reaches_every_container_through_lxcforges_inventory(
     inventory.write_text(listed.stdout)
     groups = json.loads(listed.stdout)["all"]["children"]
     assert sorted(groups[f"network_{minimal_net.replace('-', '_')}"]["hosts"]) == names
-    home = tmp_path / "ansible-home"
-    env = {**os.environ, "ANSIBLE_HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
-           "ANSIBLE_INVENTORY_ENABLED": "yaml", "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-           "ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    result = subprocess.run([str(VENV_BIN / "ansible"), "-i", str(inventory), "state_running", "-m", "raw",
-                             "-a", "cat /etc/hostname", "-f", "8", "--one-line"],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    answered = {line.split(" | ")[0]: line for line in result.stdout.splitlines() if " | CHANGED" in line}
-    assert sorted(answered) == names, result.stdout
-    for name in names:
-        assert f"(stdout) {name}" in answered[name], answered[name]
+    assert_each_answers_with_its_name(inventory, "state_running", names, tmp_path / "ansible-home",
+                                      ANSIBLE_INVENTORY_ENABLED="yaml", ANSIBLE_INVENTORY_UNPARSED_FAILED="True")
