@@ -75,7 +75,9 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                 child_env = dict(variables)
                 if way.home is not None:
                     child_env["HOME"] = way.home
-                procs = way.cgroup_procs or host.cgroup_procs_files(way.controller, mount_list)
+                # libvirt's groups (the container's limits), then the container's own below them
+                # where it has them (an unprivileged one has them in name=systemd only).
+                procs = host.cgroup_procs_files(way.controller, mount_list) + way.cgroup_procs
                 if not procs:
                     raise LxcforgeError(f"cannot find {name}'s cgroups")
                 argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),

@@ -101,6 +101,10 @@ def test_an_unprivileged_container_boots_and_every_probe_fails(
     assert state.stdout.strip() in ("running", "degraded"), state.stdout + state.stderr
     uid_map = lxcforge(cached_pool.root, "exec", first, "--", "cat", "/proc/self/uid_map").stdout.split()
     assert uid_map == ["0", "100000", "65536"]
+    # Commands run in it, one container or many, are inside its cgroups (its limits apply).
+    for target in (first, f"t{unique}-u*"):
+        groups = lxcforge(cached_pool.root, "exec", target, "--", "cat", "/proc/self/cgroup").stdout
+        assert ":memory:" in groups and "/.." not in groups, groups
     # Root inside is uid 100000 on the host; what the fix-ups wrote belongs to it too.
     assert (cached_pool.container_path(first) / "etc/hostname").stat().st_uid == 100000
     assert (cached_pool.container_path(first) / "usr/bin").stat().st_uid == 100000
