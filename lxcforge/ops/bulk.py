@@ -49,11 +49,15 @@ Event = Callable[[str, str], None]  # (kind, name): created | addressed | failed
 
 def journaled(pool: Store, action: str, on_event: Event) -> Event:
     """on_event, and each event also in the store's event journal (lxcforge events)."""
-    names_of = {"created": "created", "addressed": "leased", "failed": f"{action} failed",
-                "done": "removed" if action == "destroy" else "created" if action == "new" else f"{action} done"}
+    # A new that does not wait for addresses reports "done" right after "created": nothing
+    # more to record.
+    done = {"destroy": "removed", "new": None}.get(action, f"{action} done")
+    names_of = {"created": "created", "addressed": "leased", "failed": f"{action} failed", "done": done}
 
     def both(kind: str, name: str) -> None:
-        journal.emit(pool.root, names_of.get(kind, kind), name)
+        event = names_of.get(kind, kind)
+        if event is not None:
+            journal.emit(pool.root, event, name)
         on_event(kind, name)
     return both
 
