@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lxcforge import config
+from lxcforge import config, units
 from lxcforge.errors import LxcforgeError
 from lxcforge.lazy import lazy_module
 
@@ -220,7 +220,7 @@ def _print_fields(obj: Any) -> None:
     width = max(len(key) for key in fields) + 1
     for key, value in fields.items():
         if key.endswith("_bytes"):
-            value = _human_bytes(value)
+            value = units.human_bytes(value)
         elif isinstance(value, list):
             value = ", ".join(value) or "none"
         out.print(f"{key:{width}} {value if value is not None else '-'}", markup=False)
@@ -273,17 +273,6 @@ def store_status(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
         print_json({"store": pool.root, "pool_image": pool.pool_image, **dataclasses.asdict(status)})
     else:
         out.print(f"store {pool.root}: {status.state.value} ({status.detail})")
-
-
-def _human_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
 
 
 class _Progress:
@@ -351,13 +340,13 @@ def base(
         print_json({"base": result.base, "seconds": round(result.seconds, 1)})
     else:
         out.print(f"base {result.base.name} ready in {result.seconds:.0f} s, "
-                  f"{_human_bytes(result.base.size_bytes)} ({result.base.path})")
+                  f"{units.human_bytes(result.base.size_bytes)} ({result.base.path})")
 
 
 def _base_table(bases: list[base_ops.BaseInfo]) -> Table:
     table = Table("name", "distro", "release", "size", "created", "containers", box=None, pad_edge=False)
     for b in bases:
-        table.add_row(b.name, b.distro or "?", b.release or "?", _human_bytes(b.size_bytes), b.created,
+        table.add_row(b.name, b.distro or "?", b.release or "?", units.human_bytes(b.size_bytes), b.created,
                       str(len(b.containers)))
     return table
 
@@ -448,7 +437,7 @@ def base_export(
         print_json(result)
     else:
         shown = f", {result.compression}" if result.compression else ""
-        out.print(f"exported base {name} to {file}: {_human_bytes(result.file_bytes)}{shown} "
+        out.print(f"exported base {name} to {file}: {units.human_bytes(result.file_bytes)}{shown} "
                   f"in {result.seconds:.1f} s", markup=False)
 
 
@@ -488,7 +477,7 @@ def _container_table(containers: list[container_ops.Container]) -> Table:
             shown_state += " (libvirt lost its init pid: lxcforge gc)"
         if c.autostart:
             shown_state += ", autostart"
-        table.add_row(c.name, shown_state, address, c.base or "?", _human_bytes(c.memory_bytes), c.created or "?")
+        table.add_row(c.name, shown_state, address, c.base or "?", units.human_bytes(c.memory_bytes), c.created or "?")
     return table
 
 
@@ -750,7 +739,8 @@ def stats(
             return stats_mod.as_prometheus(usages)
         text = stats_mod.as_table(usages, rates, sort)
         if disk:
-            text += "".join(f"{name}: {_human_bytes(size)} exclusive\n" for name, size in _exclusive(usages).items())
+            text += "".join(f"{name}: {units.human_bytes(size)} exclusive\n"
+                            for name, size in _exclusive(usages).items())
         return text
 
     before = stats_mod.read_all(wanted)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from lxcforge.units import human_bytes
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
 
@@ -450,13 +452,7 @@ def _sum(values: Iterable[float | None]) -> float | None:
 
 
 def _size(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return human_bytes(value, missing="-")
 
 
 def _speed(value: float | None) -> str:

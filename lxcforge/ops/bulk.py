@@ -11,13 +11,12 @@ import contextlib
 import fnmatch
 import logging
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lxcforge import domain, faults, interrupts, journal, names, network, store
+from lxcforge import domain, faults, interrupts, journal, names, network, store, timeline
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
 from lxcforge.ops import addresses, capacity, repair, tuning
@@ -137,10 +136,7 @@ class Summary:
                 "after_last_seconds": round(self.command_started + self.command_seconds - last, 3)}
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if len(values) < 2:
-        return values[0] if values else None
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+_percentile = timeline.percentile  # the figures --report files are recomputed with
 
 
 def _round(value: float | None) -> float | None:
