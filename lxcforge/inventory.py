@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lxcforge.ops.container import Container
 
 CONNECTION = "community.libvirt.libvirt_lxc"
-
-
-class _Container(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def ipv4(self) -> str | None: ...
-    @property
-    def network(self) -> str | None: ...
-    @property
-    def base(self) -> str | None: ...
 
 
 def group_name(kind: str, value: str) -> str:
@@ -30,7 +20,7 @@ def group_name(kind: str, value: str) -> str:
     return f"{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', value)}"
 
 
-def ansible(containers: Sequence[_Container]) -> dict[str, Any]:
+def ansible(containers: Sequence[Container]) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
     groups: dict[str, dict[str, dict[str, Any]]] = {}
     for c in sorted(containers, key=lambda c: c.name):
