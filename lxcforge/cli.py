@@ -5,26 +5,29 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from lxcforge import config, units
+from lxcforge import clitree, config, units
 from lxcforge.errors import LxcforgeError
 from lxcforge.lazy import lazy_module
 
 # Each command loads only what it uses: `list` needs libvirt, not btrfs, dnf or the
 # package builders (a command's start-up is paid on every call; see BENCHMARKS.md).
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from lxcforge import recording
     from lxcforge import store as store_module
     from lxcforge.ops import base as base_ops
@@ -69,9 +72,31 @@ app.add_typer(host_app, name="host")
 network_app = typer.Typer(help="libvirt networks for containers (NAT or isolated, STP off).", no_args_is_help=True)
 app.add_typer(network_app, name="network")
 
-# Without a terminal (CI, pipes) rich would wrap tables at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# rich costs ~15 ms of every start: its consoles are made when first printed to (exec,
+# --json and --version never do); under a lock, as exec on many prints from its workers.
+_making_console = threading.Lock()
+
+
+@functools.cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    if stderr:
+        return Console(stderr=True, highlight=False, soft_wrap=True)
+    # Without a terminal (CI, pipes) rich would wrap tables at 80 columns.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def out() -> Console:
+    with _making_console:
+        return _console(False)
+
+
+def err() -> Console:
+    with _making_console:
+        return _console(True)
+
 
 class OutputFormat(enum.StrEnum):
     TABLE = "table"
@@ -125,7 +150,7 @@ def _print_version(asked: bool) -> None:
     if asked:
         from importlib.metadata import version
 
-        out.print(f"lxcforge {version('lxcforge')}", markup=False)
+        sys.stdout.write(f"lxcforge {version('lxcforge')}\n")
         raise typer.Exit()
 
 
@@ -211,7 +236,7 @@ def _show(value: Any, as_json: bool, render: Callable[[], Table]) -> None:
     if as_json:
         print_json(value)
     else:
-        out.print(render())
+        out().print(render())
 
 
 def _print_fields(obj: Any) -> None:
@@ -223,7 +248,7 @@ def _print_fields(obj: Any) -> None:
             value = units.human_bytes(value)
         elif isinstance(value, list):
             value = ", ".join(value) or "none"
-        out.print(f"{key:{width}} {value if value is not None else '-'}", markup=False)
+        out().print(f"{key:{width}} {value if value is not None else '-'}", markup=False)
 
 
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -238,11 +263,13 @@ def doctor(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     if as_json:
         print_json({"ok": all(c.status != "fail" for c in checks), "checks": checks})
     else:
+        from rich.table import Table
+
         table = Table("check", "status", "detail", "fix", box=None, pad_edge=False)
         for c in checks:
             style = _STATUS_STYLE[c.status.value]
             table.add_row(c.name, f"[{style}]{c.status.value}[/]", c.detail, c.fix)
-        out.print(table)
+        out().print(table)
     if any(c.status == doctor_ops.Status.FAIL for c in checks):
         raise typer.Exit(1)
 
@@ -255,7 +282,7 @@ def store_attach(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     if as_json:
         print_json({"store": pool.root, **dataclasses.asdict(status)})
     else:
-        out.print(f"store {pool.root}: {status.detail}")
+        out().print(f"store {pool.root}: {status.detail}")
 
 
 @store_app.command("detach")
@@ -272,15 +299,15 @@ def store_status(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     if as_json:
         print_json({"store": pool.root, "pool_image": pool.pool_image, **dataclasses.asdict(status)})
     else:
-        out.print(f"store {pool.root}: {status.state.value} ({status.detail})")
+        out().print(f"store {pool.root}: {status.state.value} ({status.detail})")
 
 
 class _Progress:
     """The latest line of a long phase on a terminal; silent otherwise."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and err.is_terminal
-        self.status = err.status("starting") if self.enabled else None
+        self.enabled = enabled and err().is_terminal
+        self.status = err().status("starting") if self.enabled else None
 
     def __enter__(self) -> _Progress:
         if self.status:
@@ -322,7 +349,7 @@ def base(
     if ctx.invoked_subcommand is not None:
         return
     if release is None:
-        out.print(ctx.get_help())
+        out().print(ctx.get_help())
         raise LxcforgeError("--release is required to build a base",
                             hint="e.g. lxcforge base --release 41, or see 'lxcforge base list'")
     import platform
@@ -339,11 +366,13 @@ def base(
     if as_json:
         print_json({"base": result.base, "seconds": round(result.seconds, 1)})
     else:
-        out.print(f"base {result.base.name} ready in {result.seconds:.0f} s, "
-                  f"{units.human_bytes(result.base.size_bytes)} ({result.base.path})")
+        out().print(f"base {result.base.name} ready in {result.seconds:.0f} s, "
+                    f"{units.human_bytes(result.base.size_bytes)} ({result.base.path})")
 
 
 def _base_table(bases: list[base_ops.BaseInfo]) -> Table:
+    from rich.table import Table
+
     table = Table("name", "distro", "release", "size", "created", "containers", box=None, pad_edge=False)
     for b in bases:
         table.add_row(b.name, b.distro or "?", b.release or "?", units.human_bytes(b.size_bytes), b.created,
@@ -375,7 +404,7 @@ def base_rm(names_: Annotated[list[str], typer.Argument(metavar="NAME...", autoc
     for name in names_:
         base_ops.remove(state.settings, name)
         if not as_json:
-            out.print(f"removed base {name}")
+            out().print(f"removed base {name}")
     if as_json:
         print_json({"removed": names_})
 
@@ -437,8 +466,8 @@ def base_export(
         print_json(result)
     else:
         shown = f", {result.compression}" if result.compression else ""
-        out.print(f"exported base {name} to {file}: {units.human_bytes(result.file_bytes)}{shown} "
-                  f"in {result.seconds:.1f} s", markup=False)
+        out().print(f"exported base {name} to {file}: {units.human_bytes(result.file_bytes)}{shown} "
+                    f"in {result.seconds:.1f} s", markup=False)
 
 
 @base_app.command("import")
@@ -458,15 +487,17 @@ def base_import(
     if as_json:
         print_json(result)
     else:
-        out.print(f"imported base {result.base.name} ({result.base.distro or '?'} "
-                  f"{result.base.release or '?'}, created {result.base.created}) in {result.seconds:.1f} s",
-                  markup=False)
+        out().print(f"imported base {result.base.name} ({result.base.distro or '?'} "
+                    f"{result.base.release or '?'}, created {result.base.created}) in {result.seconds:.1f} s",
+                    markup=False)
 
 
 NamesArg = Annotated[list[str], typer.Argument(metavar="NAME...", show_default=False)]
 
 
 def _container_table(containers: list[container_ops.Container]) -> Table:
+    from rich.table import Table
+
     table = Table("name", "state", "ipv4", "base", "memory", "created", box=None, pad_edge=False)
     for c in containers:
         address = c.ipv4 or "-"
@@ -485,14 +516,14 @@ class _BulkProgress:
     """A progress bar (created / addressed / failed, rate, ETA) on a terminal; silent otherwise."""
 
     def __init__(self, total: int, enabled: bool, verb: str = "created") -> None:
-        self.enabled = enabled and err.is_terminal
+        self.enabled = enabled and err().is_terminal
         self.counts = {"created": 0, "addressed": 0, "failed": 0, "done": 0}
         self.verb = verb
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(), console=err, transient=True) if self.enabled else None
+            TimeRemainingColumn(), console=err(), transient=True) if self.enabled else None
         self.task = self.progress.add_task("", total=total, rate="") if self.progress else None
         self.started = time.monotonic()
 
@@ -536,7 +567,7 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool, recorder: recording
         for outcome in summary.succeeded:
             c = outcome.container
             if c is not None:
-                out.print(f"{c.name} {c.ipv4 or ''}".rstrip(), markup=False)
+                out().print(f"{c.name} {c.ipv4 or ''}".rstrip(), markup=False)
         total, ok = len(summary.outcomes), len(summary.succeeded)
         seconds = summary.command_seconds
         rate = ok / seconds if seconds else 0.0
@@ -547,29 +578,29 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool, recorder: recording
         if summary.repaired:
             line += f"; repaired {summary.repaired} (libvirt had lost the init pid)"
         if not single or summary.repaired:
-            err.print(line, markup=False)
+            err().print(line, markup=False)
         figures = summary.as_dict()
         phases = figures["phase_p50_ms"]
         if isinstance(phases, dict) and phases and not single:
-            err.print("phases p50 (ms): " + ", ".join(f"{k} {v}" for k, v in phases.items()), markup=False)
+            err().print("phases p50 (ms): " + ", ".join(f"{k} {v}" for k, v in phases.items()), markup=False)
         if not single and figures.get("before_first_seconds") is not None:
-            err.print(f"command {seconds:.1f} s: {figures['before_first_seconds']:.2f} s before the first "
-                      f"container's first step, {figures['after_last_seconds']:.2f} s after the last one's",
-                      markup=False)
+            err().print(f"command {seconds:.1f} s: {figures['before_first_seconds']:.2f} s before the first "
+                        f"container's first step, {figures['after_last_seconds']:.2f} s after the last one's",
+                        markup=False)
         cut_short = [o for o in summary.failed if o.error == bulk_ops.INTERRUPTED]
         for outcome in summary.failed:
             if outcome.error == bulk_ops.INTERRUPTED:
                 continue
             if single:
                 # One container: its error is the command's error, with what to do next.
-                err.print(f"[bold red]error:[/] {outcome.name}: {outcome.error}", markup=True)
+                err().print(f"[bold red]error:[/] {outcome.name}: {outcome.error}", markup=True)
                 if outcome.hint:
-                    err.print(f"hint: {outcome.hint}", markup=False)
+                    err().print(f"hint: {outcome.hint}", markup=False)
             else:
-                err.print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
+                err().print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
         if summary.interrupted:
-            err.print(f"interrupted: kept the {len(summary.succeeded)} complete; the other "
-                      f"{len(cut_short)} were not made, or undone", markup=False)
+            err().print(f"interrupted: kept the {len(summary.succeeded)} complete; the other "
+                        f"{len(cut_short)} were not made, or undone", markup=False)
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.failed:
@@ -649,8 +680,8 @@ def new(
                          "xml": p.xml} for p in plans])
         else:
             for p in plans:
-                out.print(f"<!-- {p.spec.name}: {p.host.ip} ({p.host.mac}) on {p.spec.network} -->", markup=False)
-                out.print(p.xml, markup=False, end="")
+                out().print(f"<!-- {p.spec.name}: {p.host.ip} ({p.host.mac}) on {p.spec.network} -->", markup=False)
+                out().print(p.xml, markup=False, end="")
         return
     if tune_host:
         tuning.tune(state.settings.uri)
@@ -870,9 +901,9 @@ def report(
         print_json([timeline.summary(run) for run in runs])
     else:
         for run in runs:
-            out.print(f"{run.label}: {timeline.summary_line(run)}", markup=False)
+            out().print(f"{run.label}: {timeline.summary_line(run)}", markup=False)
         if output is not None:
-            err.print(f"drawn: {output}", markup=False)
+            err().print(f"drawn: {output}", markup=False)
 
 
 @app.command()
@@ -881,7 +912,7 @@ def info(name: ContainerArg, xml: Annotated[bool, typer.Option("--xml", help="Pr
     """Show one container, with the disk space only it uses."""
     container, domain_xml = container_ops.info(state.settings, name)
     if xml:
-        out.print(domain_xml, markup=False, end="")
+        out().print(domain_xml, markup=False, end="")
     elif as_json:
         print_json(container)
     else:
@@ -988,7 +1019,7 @@ def publish(name: ContainerArg,
         print_json(made)
     else:
         froze = f" (frozen {made.froze_for_seconds * 1000:.0f} ms)" if made.froze_for_seconds is not None else ""
-        out.print(f"base {made.base} from {made.source}{froze}", markup=False)
+        out().print(f"base {made.base} from {made.source}{froze}", markup=False)
 
 
 DestroyJobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel workers (default: 16; a "
@@ -1027,13 +1058,13 @@ def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would 
     else:
         verb = "would remove" if dry_run else "removed"
         for item in report.items:
-            out.print(f"{verb if item.kind != 'unmanaged' else ('would repair' if dry_run else 'repaired')} "
-                      f"{item.kind} {item.what}" + (f" ({item.detail})" if item.detail else ""), markup=False)
-        err.print(f"gc: {len(report.items)} found in {report.seconds:.2f} s"
-                  + (" (dry run: nothing changed)" if dry_run else ""), markup=False)
+            out().print(f"{verb if item.kind != 'unmanaged' else ('would repair' if dry_run else 'repaired')} "
+                        f"{item.kind} {item.what}" + (f" ({item.detail})" if item.detail else ""), markup=False)
+        err().print(f"gc: {len(report.items)} found in {report.seconds:.2f} s"
+                    + (" (dry run: nothing changed)" if dry_run else ""), markup=False)
     if report.errors:
         for error in report.errors:
-            err.print(f"[bold red]failed:[/] {error}", markup=True)
+            err().print(f"[bold red]failed:[/] {error}", markup=True)
         raise typer.Exit(1)
 
 
@@ -1122,9 +1153,9 @@ def _show_run(as_json: bool) -> Callable[[Any], None]:
         if as_json:
             return
         for line in ran.stdout.splitlines():
-            out.print(f"{ran.name} | {line}", markup=False, highlight=False)
+            out().print(f"{ran.name} | {line}", markup=False, highlight=False)
         for line in (ran.stderr.splitlines() + ([ran.error] if ran.error else [])):
-            err.print(f"{ran.name} | {line}", markup=False, highlight=False)
+            err().print(f"{ran.name} | {line}", markup=False, highlight=False)
     return show
 
 
@@ -1135,9 +1166,9 @@ def _report_runs(action: str, results: list[Any], seconds: float, as_json: bool)
         print_json({"action": action, "total": len(results), "succeeded": len(results) - len(failed),
                     "seconds": round(seconds, 3), "results": results})
     else:
-        err.print(f"{action}: {len(results) - len(failed)} of {len(results)} succeeded in {seconds:.1f} s"
-                  + (f"; failed: {', '.join(f'{r.name} ({r.error or r.status})' for r in failed[:10])}"
-                     + (" ..." if len(failed) > 10 else "") if failed else ""), markup=False)
+        err().print(f"{action}: {len(results) - len(failed)} of {len(results)} succeeded in {seconds:.1f} s"
+                    + (f"; failed: {', '.join(f'{r.name} ({r.error or r.status})' for r in failed[:10])}"
+                       + (" ..." if len(failed) > 10 else "") if failed else ""), markup=False)
     if failed:
         raise typer.Exit(1)
 
@@ -1179,6 +1210,8 @@ def pull(source: Annotated[str, typer.Argument(metavar="NAME:SRC", help="Contain
 
 
 def _network_table(nets: list[network_ops.NetworkSummary]) -> Table:
+    from rich.table import Table
+
     table = Table("name", "state", "bridge", "subnet", "forward", "addresses", "used", "free", "containers",
                   "orphaned", box=None, pad_edge=False)
     for n in nets:
@@ -1233,24 +1266,25 @@ def host_tune(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     if as_json:
         print_json(tuned)
     elif not tuned.changed:
-        out.print("host already tuned")
+        out().print("host already tuned")
     else:
         _print_fields(tuned)
 
 
 def main() -> None:
     try:
-        app()
+        # What app() runs, but only the command called is turned into click's parameters.
+        clitree.command_tree(app)()
     except LxcforgeError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+        err().print(f"[bold red]error:[/] {exc.message}", markup=True)
         if exc.hint:
-            err.print(f"hint: {exc.hint}", markup=False)
+            err().print(f"hint: {exc.hint}", markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err().print("interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug or an unexpected host condition: one line, details with -vv
         logging.getLogger("lxcforge").debug("unexpected error", exc_info=True)
-        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}", markup=True)
-        err.print("hint: run again with -vv for details, and report it if it looks like a bug", markup=False)
+        err().print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}", markup=True)
+        err().print("hint: run again with -vv for details, and report it if it looks like a bug", markup=False)
         sys.exit(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,8 @@ def load(overrides: dict[str, Any] | None = None, config_file: Path | None = Non
     values: dict[str, Any] = {}
     path = config_file or CONFIG_FILE
     if path.exists():
+        import tomllib  # only with a config file: ~2 ms of every start otherwise
+
         try:
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, OSError) as exc:

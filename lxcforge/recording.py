@@ -11,8 +11,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lxcforge import timeline
+# timeline is loaded only with --report: exec and the bulk commands make a Recorder on every call.
+if TYPE_CHECKING:
+    from lxcforge import timeline
 
 
 def process_started() -> float:
@@ -40,12 +43,16 @@ class Recorder:
 
     def __post_init__(self) -> None:
         if self.path is not None:
+            from lxcforge import timeline
+
             timeline.check_format(self.path)  # refuse a bad extension before any work
             self.host_start = timeline.host_facts()
 
     def add(self, name: str, ok: bool, error: str | None, steps: Sequence[tuple[str, float, float]]) -> None:
         if self.path is None:
             return
+        from lxcforge import timeline
+
         end = steps[-1][2] if steps else time.time()
         start = steps[0][1] if steps else end
         self.containers.append(timeline.ContainerRun(name, ok, error, start, end,
@@ -54,6 +61,8 @@ class Recorder:
     def write(self) -> None:
         if self.path is None or self.host_start is None:
             return
+        from lxcforge import timeline
+
         run = timeline.Run(self.action, self.started, time.time(), self.host_start, timeline.host_facts(),
                            tuple(sorted(self.containers, key=lambda c: (c.start, c.name))),
                            command=("lxcforge", *sys.argv[1:]))

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
-import hashlib
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import tempfile
@@ -229,6 +227,8 @@ class Store:
     @contextlib.contextmanager
     def _host_lock(self) -> Iterator[None]:
         # One attach at a time per store, across processes; lives outside the store itself.
+        import hashlib  # here: OpenSSL's loading is start-up that list and info do not need
+
         digest = hashlib.sha1(str(self.root.absolute()).encode()).hexdigest()[:12]
         lock_dir = Path("/run/lock") if host.is_root() else Path("/tmp")
         with _flock(lock_dir / f"lxcforge-store-{digest}.lock", blocking=True):
@@ -366,6 +366,8 @@ class TmpSubvolume:
     If the process dies, the lock goes with it and the next command deletes the leftover."""
 
     def __init__(self, store: Store, purpose: str, *, source: Path | None = None) -> None:
+        import secrets  # here, like hashlib above (it loads OpenSSL too)
+
         self.store = store
         self.source = source  # a snapshot of it, else an empty subvolume
         self.name = f"{purpose}-{os.getpid()}-{secrets.token_hex(3)}"

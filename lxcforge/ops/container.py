@@ -19,17 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lxcforge import cgroups, domain, faults, host, idmap, names, network, store
+from lxcforge import cgroups, domain, faults, host, names, store
 from lxcforge import enter as enter_mod
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
-from lxcforge.ops import addresses, repair
-from lxcforge.rootfs import fixups, safepath
+from lxcforge.ops import repair
 from lxcforge.run import run, which
 from lxcforge.store import Store, StoreState
 from lxcforge.undo import Undo
 from lxcforge.virt import DomainInfo, Virt
+
+# network, idmap, ops.addresses and the rootfs modules are imported by the functions that
+# use them (new, start, destroy, exec -u): list, info and exec start on every call.
+if TYPE_CHECKING:
+    from lxcforge import network
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,8 @@ class NewOptions:
         if self.timeout <= 0:
             raise LxcforgeError(f"--timeout must be positive, not {self.timeout}", hint="e.g. --timeout 60")
         if self.idmap_offset is not None:
+            from lxcforge import idmap
+
             try:
                 idmap.check_offset(self.idmap_offset)
             except ValueError as exc:
@@ -125,6 +132,8 @@ def resolve_base(settings: Settings, pool: Store, requested: str | None) -> str:
 
 def init_for(rootfs: Path) -> str:
     """The container's init: lxcforge's cgroup wrapper where the rootfs has a shell to run it."""
+    from lxcforge.rootfs import fixups
+
     return cgroups.WRAPPER_PATH if fixups.has_shell(rootfs) else "/sbin/init"
 
 
@@ -142,6 +151,8 @@ def plan_many(settings: Settings, wanted: Sequence[str], options: NewOptions,
               networks: Sequence[str] = ()) -> list[Plan]:
     """What `new` would do (domain XML and address of each), touching nothing: for --dry-run.
     Addresses are planned as a batch would reserve them: distinct, spread over the networks."""
+    from lxcforge.ops import addresses
+
     options.check()
     for name in wanted:
         names.validate_container_name(name)
@@ -220,6 +231,8 @@ class Creator:
         # unprivileged batch snapshots the base's copy owned by its id range (made once).
         self.source = pool.base_path(base)
         if options.idmap_offset is not None:
+            from lxcforge import idmap
+
             closed = idmap.unsearchable_ancestor(pool.containers)
             if closed is not None:
                 raise LxcforgeError(f"{closed} is closed to other users (no o+x): an unprivileged container's "
@@ -234,6 +247,8 @@ class Creator:
                reserved: tuple[network.DhcpHost, ipaddress.IPv4Interface | None]) -> Creation:
         """Snapshot, fix-ups, domain, start; no waiting. On failure every step is undone (the
         given reservation too) and the error raised; on success the caller owns creation.undo."""
+        from lxcforge.ops import addresses
+
         entry, gateway = reserved
         creation = Creation(name=name, net=net, entry=entry, gateway=gateway)
         creation.undo.push(f"DHCP host {entry.ip}", lambda: addresses.drop_address(self.virt, net, entry))
@@ -245,6 +260,8 @@ class Creator:
         return creation
 
     def _create(self, c: Creation) -> None:
+        from lxcforge.rootfs import fixups
+
         virt, pool, name = self.connect(), self.pool, c.name
         assert c.entry is not None
         rootfs = pool.container_path(name)
@@ -319,6 +336,8 @@ def remove_left_veth(mac: str) -> None:
     """The container end of a veth pair still in the host's namespace, found by the
     container's MAC: what a start cut short (libvirtd killed) leaves; deleting it removes
     its host end too. Only when undoing a new (it reads every interface of the host)."""
+    from lxcforge import network
+
     for ifname, found in host.interfaces_with_mac_prefix(network.MAC_PREFIX):
         if found == mac.lower():
             with contextlib.suppress(LxcforgeError):
@@ -467,6 +486,8 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
             repaired = 1
         leased = None
         if wait and container.mac and container.ipv4 and container.network:
+            from lxcforge import network
+
             entry = network.DhcpHost(container.mac, container.ipv4, name)
             if not wait_for_lease(virt, container.network, entry, timeout):
                 raise LxcforgeError(f"{name} started but did not take {container.ipv4} within {timeout:.0f} s",
@@ -566,6 +587,9 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
     drop together (drop_addresses). listed: a batch's one listing of the domains, instead of
     two lookups per container. orphans: a batch's reservations without a domain, by name
     (else the networks are read here). locked: the caller holds the name's lock."""
+    from lxcforge import network
+    from lxcforge.ops import addresses
+
     names.validate_container_name(name)
     pool = pool or Store.from_settings(settings).ensure()
     rootfs = pool.container_path(name)
@@ -714,6 +738,8 @@ def exec_environment(env: Sequence[str]) -> dict[str, str]:
 def account(settings: Settings, name: str, user: str) -> tuple[int, int, str]:
     """uid, gid and home of user (a name or a number) from the container's own /etc/passwd,
     read without following a link out of the rootfs."""
+    from lxcforge.rootfs import safepath
+
     rootfs = settings.store / "containers" / name
     try:
         passwd = safepath.read_text(rootfs, "/etc/passwd")
