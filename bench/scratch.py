@@ -1,5 +1,6 @@
 """What the bench scripts share: a temporary loop-pool store with a minimal base on an
-isolated network of its own, removed afterwards whatever happened, and the host's facts."""
+isolated network of its own, removed afterwards whatever happened; the host's facts come
+from bench/hostfacts.py."""
 
 from __future__ import annotations
 
@@ -11,17 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.churn import free_subnet, lxcforge
+from bench.hostfacts import cpu_model, host_line
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
-
-
-def host_line() -> str:
-    return f"host: {cpu_model()}, {os.cpu_count()} cores"
+__all__ = ["cpu_model", "host_line", "minimal_store"]
 
 
 @contextlib.contextmanager
