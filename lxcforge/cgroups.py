@@ -8,6 +8,9 @@ host's name=systemd root for its own, and they create and remove each other's
 start at once. A small wrapper run as the container's init moves it into lxcforge/<uuid>
 first; systemd then builds its tree below that. It does nothing where the container already
 has its own group (machined, /machine.slice) or there is no such hierarchy (cgroup v2).
+On cgroup v2 (systemd hosts, machined) libvirt does make the container a scope of its own,
+but mounts the host's whole hierarchy into it, writable: the wrapper gives the container a
+cgroup namespace there too (see WRAPPER).
 
 Legacy layout. The same wrapper tells systemd (systemd reads a container init's arguments as
 its kernel command line) to stay on the legacy layout its cgroups already have. Otherwise
@@ -64,13 +67,17 @@ def hierarchies() -> list[Path]:
 
 WRAPPER = f"""#!/bin/sh
 # lxcforge: run as the container's init before the real one (see lxcforge/cgroups.py).
-# On cgroup v1 hosts (nothing to do on cgroup v2: libvirt's scope is the container's own):
+# On cgroup v1 hosts:
 # 1. groups of its own in every hierarchy: a child of libvirt's group where libvirt made one
 #    (so the limits libvirt set there stay out of the container's reach), lxcforge/UUID where
 #    libvirt left it at the host's root (name=systemd, pids, hugetlb, cgroup2);
 # 2. a cgroup namespace rooted there, /sys/fs/cgroup remounted to show only that root;
 # 3. systemd kept on the legacy layout, out of the host's cgroup2 hierarchy.
+# On cgroup v2 hosts libvirt mounts the host's whole hierarchy, writable, and opens no cgroup
+# namespace either: the same child of libvirt's group and the same namespace.
 v1() {{ grep -q "^[1-9][0-9]*:$1" /proc/self/cgroup 2>/dev/null; }}
+unified() {{ ! grep -qv '^0::' /proc/self/cgroup 2>/dev/null; }}
+cgroupns() {{ [ -e /proc/self/ns/cgroup ] && unshare --cgroup true 2>/dev/null; }}
 # mount -o for a /proc/self/cgroup line's controllers ("memory", "name=systemd").
 options() {{ case "$1" in name=*) echo "none,$1" ;; *) echo "$1" ;; esac; }}
 if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
@@ -103,9 +110,18 @@ if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
     done < /proc/self/cgroup
     rmdir $tmp 2>/dev/null
     # util-linux before 2.28 has no --cgroup: such a container keeps the host's view.
-    if [ -e /proc/self/ns/cgroup ] && unshare --cgroup true 2>/dev/null; then
+    if cgroupns; then
         LXCFORGE_INIT_STAGE=cgroupns exec unshare --cgroup "$0" "$@"
     fi
+elif [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && unified; then
+    path=$(sed -n 's/^0:://p' /proc/self/cgroup)
+    own="/sys/fs/cgroup$path/{OWN_CHILD}"
+    case "$path" in
+        /machine*/{OWN_CHILD}) ;;
+        /machine*) if mkdir -p "$own" 2>/dev/null && echo $$ > "$own/cgroup.procs" 2>/dev/null && cgroupns; then
+                LXCFORGE_INIT_STAGE=cgroupns exec unshare --cgroup "$0" "$@"
+            fi ;;
+    esac
 elif [ "$LXCFORGE_INIT_STAGE" = cgroupns ]; then
     # libvirt bind-mounted the host's hierarchies whole: mount each afresh, which in this
     # namespace shows the container's own group as its root (over libvirt's where a user
@@ -116,6 +132,10 @@ elif [ "$LXCFORGE_INIT_STAGE" = cgroupns ]; then
         umount "$dir" 2>/dev/null
         mount -t cgroup -o "nosuid,nodev,noexec,$(options "$controllers")" cgroup "$dir"
     done < /proc/self/cgroup
+    if unified; then
+        umount /sys/fs/cgroup 2>/dev/null
+        mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+    fi
 fi
 unset LXCFORGE_INIT_STAGE
 legacy=

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start, stop or restart libvirtd the way this host needs it, as root:
 #
-#   vagrant/libvirtd.sh start|stop|kill|restart
+#   vagrant/libvirtd.sh start|stop|kill|restart|qemu
+#
+# 'qemu' makes sure the qemu driver answers too (for scripts/vagrant-test's VM): libvirtd loads
+# its drivers when it starts, so one started before the driver was installed is restarted.
 #
 # Where systemd runs the host, that is systemctl (libvirtd.service, or the modular virtlxcd
 # and virtnetworkd sockets on Fedora). Elsewhere (containers, CI sandboxes) libvirtd is run
@@ -73,10 +76,29 @@ stop() {
     exit 1
 }
 
+qemu_up() { virsh -c qemu:///system version >/dev/null 2>&1; }
+
+qemu() {
+    start
+    if [[ -d /run/systemd/system ]]; then
+        modular && systemctl enable --now virtqemud.socket
+        systemctl start virtlogd.socket
+    else
+        # qemu's console and log files go through virtlogd; no init system starts it here.
+        pgrep -x virtlogd >/dev/null || { log "starting virtlogd"; virtlogd -d; }
+    fi
+    qemu_up && return 0
+    log "restarting libvirtd for its qemu driver"
+    stop TERM
+    start
+    qemu_up || { echo "libvirt's qemu driver does not answer at qemu:///system" >&2; exit 1; }
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop TERM ;;
     kill) stop KILL ;;
     restart) stop TERM; start ;;
-    *) echo "usage: $0 start|stop|kill|restart" >&2; exit 2 ;;
+    qemu) qemu ;;
+    *) echo "usage: $0 start|stop|kill|restart|qemu" >&2; exit 2 ;;
 esac

@@ -142,11 +142,14 @@ def lxcforge(store: Path | None, *args: str, timeout: float = 600,
                           env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent", **(env or {})})
 
 
+def cached_test_pool() -> Store:
+    return Store(CACHE / "pool", CACHE / "pool.img", "16G").ensure()
+
+
 @pytest.fixture(scope="session")
 def cached_pool() -> Iterator[Store]:
     """A loop pool kept between runs for slow-to-build test bases; unmounted after the session."""
-    pool = Store(CACHE / "pool", CACHE / "pool.img", "16G")
-    pool.ensure()
+    pool = cached_test_pool()
     try:
         yield pool
     finally:
@@ -165,17 +168,34 @@ def password_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def debian_test_base_name() -> str:
+    """The name of the Debian test base: it changes when the code that builds it does."""
+    return f"debian-test-{_digest(debian, fixups, build)}"
+
+
+def ensure_debian_test_base(pool: Store, password_file: Path) -> str:
+    """The Debian bookworm systemd base in POOL, built by `lxcforge base` unless present.
+    Where $LXCFORGE_TEST_BASES holds NAME.base (written by tests/support/carry_bases.py on
+    another host), it is imported instead: a VM with no route to a Debian mirror."""
+    name = debian_test_base_name()
+    if (pool.bases / name).is_dir():
+        return name
+    for stale in pool.bases.glob("debian-test-*"):
+        lxcforge(pool.root, "base", "rm", stale.name)
+    carried = Path(os.environ.get("LXCFORGE_TEST_BASES", "/nonexistent")) / f"{name}.base"
+    if carried.is_file():
+        result = lxcforge(pool.root, "base", "import", str(carried), "--name", name, timeout=900)
+    else:
+        result = lxcforge(pool.root, "base", "--distro", "debian", "--release", "bookworm",
+                          "--name", name, "--root-password-file", str(password_file), timeout=900)
+    assert result.returncode == 0, result.stderr
+    return name
+
+
 @pytest.fixture(scope="session")
 def debian_base(cached_pool: Store, password_file: Path) -> str:
     """A Debian bookworm systemd base built by `lxcforge base`, reused while its inputs match."""
-    name = f"debian-test-{_digest(debian, fixups, build)}"
-    if not (cached_pool.bases / name).is_dir():
-        for stale in cached_pool.bases.glob("debian-test-*"):
-            lxcforge(cached_pool.root, "base", "rm", stale.name)
-        result = lxcforge(cached_pool.root, "base", "--distro", "debian", "--release", "bookworm",
-                          "--name", name, "--root-password-file", str(password_file), timeout=900)
-        assert result.returncode == 0, result.stderr
-    return name
+    return ensure_debian_test_base(cached_pool, password_file)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ def build_f19(pool: Store, repo: Path, *extra: str) -> subprocess.CompletedProce
     return lxcforge(pool.root, "base", "--release", "19", "--repo", f"file://{repo}", "--no-gpgcheck", *extra)
 
 
+@pytest.mark.smoke
 def test_fedora_19_base_from_local_repository(
     loop_store: Store, fedora_repo19: Path, password_file: Path, ssh_key_file: Path
 ) -> None:

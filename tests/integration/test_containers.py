@@ -50,6 +50,7 @@ def veths_on(virt: Virt, net: str) -> list[str]:
     return [line.split(":")[1].strip() for line in out.splitlines()]
 
 
+@pytest.mark.smoke
 def test_debian_containers_boot_clean_with_their_reserved_addresses(
     cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str, virt: Virt
 ) -> None:
@@ -107,6 +108,7 @@ def _securetty_bases(pool: Store, debian_base: str, unique: str) -> tuple[str, s
     return made[0], made[1]
 
 
+@pytest.mark.smoke
 def test_console_root_login_needs_the_securetty_fixup(
     cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
 ) -> None:
@@ -158,6 +160,7 @@ def test_fedora_shaped_bases_boot_lease_resolve_a_neighbour_and_log_root_in(
         lxcforge(loop_store.root, "destroy", "--missing-ok", *names)
 
 
+@pytest.mark.smoke
 def test_exec_stop_start_destroy(
     cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str, virt: Virt
 ) -> None:

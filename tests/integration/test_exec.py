@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 from tests.integration.conftest import lxcforge
@@ -22,6 +24,7 @@ def inside(pool: Store, name: str, script: str, *options: str) -> tuple[int, str
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.smoke
 def test_exec_runs_in_the_containers_cgroups_and_within_its_limits(
     minimal_store: Store, minimal_net: str, unique: str
 ) -> None:
@@ -31,7 +34,8 @@ def test_exec_runs_in_the_containers_cgroups_and_within_its_limits(
     # stays in lxcforge-init's groups), the exec'd process is too.
     _, own = inside(minimal_store, name, "cat /proc/self/cgroup")
     _, init = inside(minimal_store, name, "cat /proc/1/cgroup")
-    controllers = {"memory", "cpu,cpuacct", "cpu", "cpuacct", "cpuset", "devices", "blkio", "pids", "name=systemd"}
+    controllers = {"memory", "cpu,cpuacct", "cpu", "cpuacct", "cpuset", "devices", "blkio", "pids", "name=systemd",
+                   ""}  # "": the unified hierarchy (cgroup v2 hosts)
     mine = {line.split(":")[1]: line.split(":")[2] for line in own.splitlines() if line.count(":") >= 2}
     its = {line.split(":")[1]: line.split(":")[2] for line in init.splitlines() if line.count(":") >= 2}
     shared = controllers & set(its)
@@ -42,6 +46,7 @@ def test_exec_runs_in_the_containers_cgroups_and_within_its_limits(
     assert status in (137, -9) and "200000000" not in output, (status, output)
 
 
+@pytest.mark.smoke
 def test_exec_is_no_stronger_than_the_container(minimal_store: Store, minimal_net: str, unique: str) -> None:
     name = f"c{unique}"
     assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0

@@ -73,6 +73,7 @@ def killed_at(pool: Store, step: str, *args: str) -> subprocess.CompletedProcess
     return result
 
 
+@pytest.mark.smoke
 def test_kill_single_new_at_every_step_then_gc_leaves_nothing(
     minimal_store: Store, net: str, unique: str, virt: Virt
 ) -> None:

@@ -149,16 +149,17 @@ def test_churn_leaves_nothing_behind() -> None:
     assert "0 failed cycles, 0 leaks" in result.stdout
 
 
+@pytest.mark.smoke
 def test_parallel_systemd_boots_all_end_running(
     cached_pool: Store, debian_base: str, session_network: str, containers: list[str], unique: str
 ) -> None:
     """Started together, systemd containers trampled each other's unit cgroups on hosts
     without systemd-machined (units failing with 219/CGROUP); each now has its own."""
     prefix = f"p{unique}-"
-    names = [f"{prefix}{i}" for i in range(1, 17)]
+    names = [f"{prefix}{i}" for i in range(1, 21)]
     containers.extend(names)
     result = lxcforge(cached_pool.root, "new", *names, "--base", debian_base, "--network", session_network,
-                      "-j", "16", "--json", "--timeout", "90")
+                      "-j", "20", "--json", "--timeout", "90")
     assert result.returncode == 0, result.stderr
     states = {}
     for name in names:

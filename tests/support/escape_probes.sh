@@ -6,16 +6,22 @@
 work=$(mktemp -d /tmp/probes.XXXXXX)
 say() { echo "$1 $2: $3"; }
 
-# 1-2. A cgroup v1 mount: the host's hierarchy root (every container's groups) and its
-# release_agent (run as root on the host when a group empties: CVE-2022-0492's class).
+# 1-2. A cgroup mount, v1 or v2: the host's hierarchy root (every container's groups, and on
+# cgroup v2 hosts the host's own services) and its release_agent (run as root on the host
+# when a group empties: CVE-2022-0492's class).
 mkdir "$work/cg"
+host_root() { [ -d "$1/machine" ] || [ -d "$1/machine.slice" ] || [ -d "$1/lxcforge" ]; }
+root=
 if mount -t cgroup -o memory cgroup "$work/cg" 2>/dev/null; then
-    if [ -d "$work/cg/machine" ]; then say cgroup-host-root open "machine/ visible"
-    else say cgroup-host-root closed "the mount shows the container's own group"; fi
+    host_root "$work/cg" && root="memory hierarchy: $(ls "$work/cg" | grep -m1 -E '^(machine|lxcforge)')/ visible"
     umount "$work/cg"
-else
-    say cgroup-host-root closed "mount refused"
 fi
+if mount -t cgroup2 cgroup2 "$work/cg" 2>/dev/null; then
+    host_root "$work/cg" && root="$root${root:+; }cgroup2: $(ls "$work/cg" | grep -m1 -E '^(machine|lxcforge)')/ visible"
+    umount "$work/cg"
+fi
+if [ -n "$root" ]; then say cgroup-host-root open "$root"
+else say cgroup-host-root closed "mounts refused or show the container's own group"; fi
 agents=
 while IFS=: read -r _ controllers _; do
     [ -n "$controllers" ] || continue

@@ -83,14 +83,33 @@ def test_wrapper_in_its_namespace_remounts_the_hierarchies_libvirt_bound(tmp_pat
     assert out == ["exec-init", LEGACY]
 
 
-def test_wrapper_does_nothing_on_cgroup_v2(tmp_path: Path) -> None:
-    out, ran, sysfs = run_wrapper(tmp_path, "0::/machine.slice/x\n")
+SCOPE = "machine.slice/machine-lxc\\x2d7\\x2dweb1.scope/libvirt"
+
+
+def test_wrapper_on_cgroup_v2_moves_init_below_libvirts_scope_and_unshares(tmp_path: Path) -> None:
+    """libvirt 9 on a systemd host mounts the host's whole cgroup2 tree into the container
+    (machine.slice, user.slice, writable) and opens no cgroup namespace."""
+    (tmp_path / "cgroup" / SCOPE).mkdir(parents=True)
+    out, ran, sysfs = run_wrapper(tmp_path, f"0::/{SCOPE}\n", unshare=True)
+    assert (sysfs / SCOPE / "container/cgroup.procs").read_text().strip().isdigit()
+    assert ran == ["unshare --cgroup true", f"unshare --cgroup {tmp_path / 'wrapper'}"]
+
+
+def test_wrapper_on_cgroup_v2_in_its_namespace_mounts_its_own_root(tmp_path: Path) -> None:
+    out, ran, sysfs = run_wrapper(tmp_path, "0::/\n", stage="cgroupns")
+    assert ran == [f"umount {sysfs}", f"mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 {sysfs}"]
+    assert out == ["exec-init"]  # no legacy layout on a unified host
+
+
+def test_wrapper_on_cgroup_v2_outside_a_machine_scope_does_nothing(tmp_path: Path) -> None:
+    out, ran, sysfs = run_wrapper(tmp_path, "0::/user.slice/x\n", unshare=True)
     assert out == ["exec-init"] and ran == [] and not sysfs.exists()
 
 
 def test_namespace_roots_of_a_containers_processes() -> None:
     assert cgroups.namespace_root(f"/{LIBVIRT_GROUP}/container/system.slice/a.service") == f"/{LIBVIRT_GROUP}/container"
     assert cgroups.namespace_root("/lxcforge/u-1/init.scope") == "/lxcforge/u-1"
+    assert cgroups.namespace_root(f"/{SCOPE}/container/init.scope") == f"/{SCOPE}/container"  # cgroup v2
     assert cgroups.namespace_root(f"/{LIBVIRT_GROUP}/init.scope") is None  # made before: no namespace
     assert cgroups.namespace_root("/") is None
 
