@@ -114,6 +114,8 @@ if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
         LXCFORGE_INIT_STAGE=cgroupns exec unshare --cgroup "$0" "$@"
     fi
 elif [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && unified; then
+    # Moved even where no namespace follows (busybox, old util-linux): exec finds the
+    # container's group by that child, and joins it.
     path=$(sed -n 's/^0:://p' /proc/self/cgroup)
     own="/sys/fs/cgroup$path/{OWN_CHILD}"
     case "$path" in

@@ -10,7 +10,10 @@
 # boots the kernel and initramfs kept beside the box (libvirt's direct kernel boot).
 #
 # Output in $LXCFORGE_BOX_CACHE (default /var/cache/lxcforge/box): debian12.box, vmlinuz,
-# initrd.img, and debian12.key (the hash of the inputs it was built from).
+# initrd.img, and debian12.key (the hash of the inputs it was built from, and a build id).
+# Needs a Debian 12 host (debootstrap, Debian's vagrant package for the insecure key, and its
+# Python 3.11 to build the wheels). Debian's updates are not followed: remove the cache
+# directory to rebuild from today's packages.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,13 +42,34 @@ inputs_key() {
 
 KEY=$(inputs_key)
 BOX=$CACHE/debian12.box
-if [[ -f $BOX && -f $CACHE/debian12.key && $(cat "$CACHE/debian12.key") == "$KEY" ]]; then
+up_to_date() {
+    [[ -f $BOX && -f $CACHE/vmlinuz && -f $CACHE/initrd.img && -f $CACHE/debian12.key &&
+        $(cut -d' ' -f1 "$CACHE/debian12.key") == "$KEY" ]]
+}
+if up_to_date; then
     log "up to date: $BOX"
     echo "$BOX"
     exit 0
 fi
+for tool in debootstrap qemu-img mkfs.ext4; do
+    command -v "$tool" >/dev/null || { echo "build-box.sh needs $tool (a Debian 12 host: apt-get install debootstrap qemu-utils e2fsprogs)" >&2; exit 1; }
+done
+insecure_key=$(dpkg -L vagrant 2>/dev/null | grep '/keys/vagrant.pub$' | head -1 || true)
+if [[ -z $insecure_key ]]; then
+    echo "build-box.sh needs Debian's vagrant package (for Vagrant's insecure key): apt-get install vagrant" >&2
+    exit 1
+fi
 
 mkdir -p "$CACHE"
+# One build at a time; a build killed earlier leaves its directory (and maybe its mounts).
+exec 9>"$CACHE/.lock"
+flock 9
+for stale in "$CACHE"/build.*; do
+    [[ -d $stale ]] || continue
+    for m in dev/pts dev proc sys; do mountpoint -q "$stale/root/$m" && umount -l "$stale/root/$m"; done
+    rm -rf "$stale"
+done
+up_to_date && { log "up to date: $BOX"; echo "$BOX"; exit 0; }   # built while we waited
 WORK=$(mktemp -d "$CACHE/build.XXXXXX")
 ROOT=$WORK/root
 cleanup() {
@@ -65,7 +89,9 @@ mount -t proc proc "$ROOT/proc"
 mount -t sysfs sysfs "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"
 mount --bind /dev/pts "$ROOT/dev/pts"
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+in_root() {
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+}
 
 log "installing lxcforge's host packages into the box"
 # Package scripts must not start daemons in the build host's namespaces.
@@ -95,22 +121,21 @@ echo 'vagrant:vagrant' | in_root chpasswd
 echo 'vagrant ALL=(ALL) NOPASSWD: ALL' >"$ROOT/etc/sudoers.d/vagrant"
 chmod 440 "$ROOT/etc/sudoers.d/vagrant"
 install -d -m 700 -o 1000 -g 1000 "$ROOT/home/vagrant/.ssh"
-insecure_key=$(dpkg -L vagrant 2>/dev/null | grep '/keys/vagrant.pub$' | head -1 || true)
-if [[ -z $insecure_key ]]; then
-    echo "build-box.sh needs Debian's vagrant package (for Vagrant's insecure key): apt-get install vagrant" >&2
-    exit 1
-fi
 install -m 600 -o 1000 -g 1000 "$insecure_key" "$ROOT/home/vagrant/.ssh/authorized_keys"
 echo 'UseDNS no' >"$ROOT/etc/ssh/sshd_config.d/vagrant.conf"
 # Host keys are made at build time: every VM from this box is a throwaway test machine.
 in_root ssh-keygen -A >/dev/null
+# Each VM makes its own machine id at first boot (its DHCP client id derives from it).
+: >"$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id"
 
 log "baking a wheelhouse of lxcforge's Python dependencies"
 WHEELS=$ROOT/opt/lxcforge-wheels
 mkdir -p "$WHEELS"
 # The box's Python is the host's (both Debian 12), so wheels built here install there.
 /usr/bin/python3 -m venv "$WORK/pip"
-"$WORK/pip/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1
+"$WORK/pip/bin/pip" install -q --disable-pip-version-check --upgrade pip >"$WORK/wheels.log" 2>&1 ||
+    { tail -20 "$WORK/wheels.log" >&2; exit 1; }
 "$WORK/pip/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELS" "$REPO[test]" setuptools wheel \
     >"$WORK/wheels.log" 2>&1 || { tail -20 "$WORK/wheels.log" >&2; exit 1; }
 rm -f "$WHEELS"/lxcforge-*.whl
@@ -150,6 +175,7 @@ tar -C "$WORK" -cf "$WORK/debian12.box" metadata.json Vagrantfile box.img
 mv "$WORK/vmlinuz" "$WORK/initrd.img" "$CACHE/"
 chmod 644 "$CACHE/vmlinuz" "$CACHE/initrd.img"
 mv "$WORK/debian12.box" "$BOX"
-echo "$KEY" >"$CACHE/debian12.key"
+# The inputs' hash, then this build's own id: scripts/vagrant-test re-adds the box when either changes.
+echo "$KEY $(date +%s)" >"$CACHE/debian12.key"
 log "built $BOX ($(du -h "$BOX" | cut -f1))"
 echo "$BOX"
