@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lxcforge import cgroups, host, network, store
+from lxcforge import cgroups, host, network, store, vethmac
 from lxcforge.config import Settings
 from lxcforge.errors import LxcforgeError
 from lxcforge.ops import addresses, repair
@@ -107,6 +107,17 @@ def check_cgroup_hierarchies(_: Settings) -> list[Check]:
                       "them under the kernel's cgroup lock, and boots slower",
                       "lxcforge host tune")]
     return [Check("cgroup hierarchies", Status.OK, "every controller the kernel has is mounted")]
+
+
+def check_veth_macs(_: Settings) -> list[Check]:
+    if not vethmac.applies():
+        return []
+    if vethmac.missing():
+        return [Check("veth MACs", Status.FAIL,
+                      "udev may replace the MAC libvirt gives a container's veth (MACAddressPolicy=persistent): "
+                      "such a container misses its DHCP reservation and new waits for it in vain",
+                      "lxcforge host tune")]
+    return [Check("veth MACs", Status.OK, f"kept as libvirt sets them ({vethmac.LINK})")]
 
 
 def _check_stale_cgroups(virt: Virt) -> Check:
@@ -229,8 +240,8 @@ def check_leftovers(settings: Settings) -> list[Check]:
     return checks
 
 
-CHECKS = (check_root, check_store, check_libvirt, check_cgroup_hierarchies, check_tools, check_kernel_limits,
-          check_leftovers)
+CHECKS = (check_root, check_store, check_libvirt, check_cgroup_hierarchies, check_veth_macs, check_tools,
+          check_kernel_limits, check_leftovers)
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -3,7 +3,8 @@
 - kernel limits that would stop a bulk create (capacity.TUNED), raised where lower;
 - cgroup v1 hierarchies the host lacks, mounted once (see cgroups: otherwise every
   container's systemd creates and destroys them, under the global cgroup lock);
-- cgroups left by containers that no longer exist, removed.
+- cgroups left by containers that no longer exist, removed;
+- on systemd hosts, udev told to keep the MACs libvirt gives containers' veths (vethmac).
 
 Sysctls and mounts last until the next reboot; vagrant/provision.sh writes the sysctls to
 /etc/sysctl.d and runs this at every provision."""
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from lxcforge import cgroups
+from lxcforge import cgroups, vethmac
 from lxcforge.ops import capacity
 from lxcforge.virt import Virt
 
@@ -25,10 +26,11 @@ class Tuned:
     sysctls: list[str] = field(default_factory=list)
     cgroup_hierarchies: list[str] = field(default_factory=list)
     stale_cgroups_removed: int = 0
+    veth_mac_link: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.sysctls or self.cgroup_hierarchies or self.stale_cgroups_removed)
+        return bool(self.sysctls or self.cgroup_hierarchies or self.stale_cgroups_removed or self.veth_mac_link)
 
 
 def tune(uri: str) -> Tuned:
@@ -37,6 +39,8 @@ def tune(uri: str) -> Tuned:
     if missing:
         cgroups.mount_hierarchies(missing)
         result.cgroup_hierarchies = missing
+    if vethmac.applies():
+        result.veth_mac_link = vethmac.install()
     with Virt(uri) as virt:
         result.stale_cgroups_removed = cgroups.remove_stale_groups(virt.domain_uuids)
     if result.changed:

@@ -174,6 +174,11 @@ def test_parallel_systemd_boots_all_end_running(
     details = {n: lxcforge(cached_pool.root, "exec", n, "--", "systemctl", "--failed", "--no-legend").stdout
                for n in failed}
     assert not failed, details
+    # Each on the MAC its reservation names (on systemd hosts udev would replace some: vethmac).
+    made = {c["name"]: c for c in json.loads(result.stdout)["created"]}
+    macs = {n: lxcforge(cached_pool.root, "exec", n, "--", "cat", "/sys/class/net/eth0/address").stdout.strip()
+            for n in names}
+    assert {n: mac for n, mac in macs.items() if mac != made[n]["mac"]} == {}
 
 
 @pytest.mark.parametrize("adopted", [True, False], ids=["hosts-directory", "live-update"])
