@@ -159,7 +159,7 @@ def test_parallel_systemd_boots_all_end_running(
     names = [f"{prefix}{i}" for i in range(1, 21)]
     containers.extend(names)
     result = lxcforge(cached_pool.root, "new", *names, "--base", debian_base, "--network", session_network,
-                      "-j", "20", "--json", "--timeout", "90")
+                      "-j", "20", "--json", "--timeout", "300")
     assert result.returncode == 0, result.stderr
     states = {}
     for name in names:
