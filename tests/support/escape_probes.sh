@@ -16,8 +16,11 @@ if mount -t cgroup -o memory cgroup "$work/cg" 2>/dev/null; then
     host_root "$work/cg" && root="memory hierarchy: $(ls "$work/cg" | grep -m1 -E '^(machine|lxcforge)')/ visible"
     umount "$work/cg"
 fi
+# cgroup2 mounts are allowed in a user namespace too: there the host's root may show, but
+# it is the host root's, read-only (moving a process needs a writable cgroup.procs).
 if mount -t cgroup2 cgroup2 "$work/cg" 2>/dev/null; then
-    host_root "$work/cg" && root="$root${root:+; }cgroup2: $(ls "$work/cg" | grep -m1 -E '^(machine|lxcforge)')/ visible"
+    host_root "$work/cg" && [ -w "$work/cg/cgroup.procs" ] &&
+        root="$root${root:+; }cgroup2: $(ls "$work/cg" | grep -m1 -E '^(machine|lxcforge)')/ visible, writable"
     umount "$work/cg"
 fi
 if [ -n "$root" ]; then say cgroup-host-root open "$root"
