@@ -32,10 +32,11 @@ Pure functions take text; the readers around them read /proc and /sys."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -45,6 +46,7 @@ from lxcforge import stats, timeline
 PROC = Path("/proc")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 HZ = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 # Process owners by the process's name (comm, 15 characters at most).
 PROCESS_OWNERS = {
@@ -306,8 +308,8 @@ def split(before: Sample, after: Sample, charged: Mapping[str, float] | None = N
 
 
 class Window:
-    """A measured window: opened at construction, closed by close(); charge() the CPU of the
-    commands of an owner as they return (timed_children() measures it)."""
+    """A measured window: opened at construction, closed by close(); run() a command of an
+    owner in it (or charge() its CPU) so that its exited processes count as that owner's."""
 
     def __init__(self, owners: bool = True) -> None:
         self.owners = owners
@@ -317,8 +319,29 @@ class Window:
     def charge(self, owner: str, seconds: float) -> None:
         self.charged[owner] = self.charged.get(owner, 0.0) + seconds
 
+    def run(self, owner: str, command: Callable[[], T]) -> T:
+        """command(), the CPU of the children it waited for charged to owner."""
+        before = children_seconds()
+        try:
+            return command()
+        finally:
+            self.charge(owner, children_seconds() - before)
+
+    def elapsed(self) -> float:
+        """Wall seconds since the window opened."""
+        return time.monotonic() - self.before.at
+
     def close(self) -> dict[str, object]:
         return split(self.before, take_sample(self.owners, cpu_first=True), self.charged)
+
+
+def add_output_options(parser: argparse.ArgumentParser, measured: str) -> None:
+    """--json [FILE] and --no-owner-split, as every bench script takes them."""
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                        help="write every raw figure as JSON to FILE (no FILE or '-': standard output, and "
+                        "everything else to standard error)")
+    parser.add_argument("--no-owner-split", action="store_true",
+                        help=f"host CPU-s only: do not read /proc and the containers' cgroups around each {measured}")
 
 
 def format_split(window: Mapping[str, object], per: int = 1) -> str:
@@ -374,7 +397,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 # -- rounds and sweeps ---------------------------------------------------------------------------
-T = TypeVar("T")
 
 
 def parse_settings(text: str, allow_auto: bool = True) -> list[str]:

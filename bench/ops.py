@@ -71,9 +71,7 @@ def networks_needed(largest: int, count: int) -> int:
 def measured(store: Path, owners: bool, *args: str) -> tuple[float, dict[str, object], Any]:
     """Run one lxcforge command: (wall seconds, the host's CPU over it by owner, result)."""
     window = hostfacts.Window(owners)
-    charged = hostfacts.children_seconds()
-    result = lxcforge(store, *args)
-    window.charge("lxcforge", hostfacts.children_seconds() - charged)
+    result = window.run("lxcforge", lambda: lxcforge(store, *args))
     figures = window.close()
     return float(str(figures["seconds"])), figures, result
 
@@ -259,11 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rounds of the four commands per N (default: %(default)s)")
     parser.add_argument("--count", type=int, default=20, help="containers per new and destroy (default: %(default)s)")
     parser.add_argument("--no-recheck", action="store_true", help="do not measure N = 0 again at the end")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                        help="write every raw figure as JSON to FILE (no FILE or '-': standard output, and "
-                        "everything else to standard error)")
-    parser.add_argument("--no-owner-split", action="store_true",
-                        help="host CPU-s only: do not read /proc and the containers' cgroups around each command")
+    hostfacts.add_output_options(parser, "command")
     return parser
 
 

@@ -122,11 +122,11 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
     before = mem_available()
     cpu: dict[str, object] = {}
     window = hostfacts.Window(owners)
-    started = time.monotonic()
+    # User and system apart (reported below), so not window.run().
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         made = lxcforge(*args, check=False)
-        created = time.monotonic() - started
+        created = window.elapsed()
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         own_user, own_system = cpu_after.ru_utime - cpu_before.ru_utime, cpu_after.ru_stime - cpu_before.ru_stime
         window.charge("lxcforge", own_user + own_system)
@@ -134,7 +134,7 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
                                    else {"created": [], "failed": [made.stderr]})
         addresses = [c["ipv4"] for c in summary["created"]]
         answered = answering(addresses, timeout=120)
-        ready = time.monotonic() - started
+        ready = window.elapsed()
         cpu["ready"] = window.close()
         states = system_states([c["name"] for c in summary["created"]]) if systemd else {}
         time.sleep(2)
@@ -143,11 +143,8 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         exclusive = [size for size in sizes if size is not None]
     finally:
         window = hostfacts.Window(owners)
-        started = time.monotonic()
-        charged = hostfacts.children_seconds()
-        lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False)
-        destroyed = time.monotonic() - started
-        window.charge("lxcforge", hostfacts.children_seconds() - charged)
+        window.run("lxcforge", lambda: lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False))
+        destroyed = window.elapsed()
         cpu["destroy"] = window.close()
     phases = summary.get("phase_p50_ms", {})
     own = sum(v for k, v in phases.items() if k in ("check", "snapshot", "fixups", "address", "define"))
@@ -202,11 +199,8 @@ done
     running: list[str] = []
     try:
         window = hostfacts.Window(owners)
-        started = time.monotonic()
-        charged = hostfacts.children_seconds()
-        subprocess.run(["bash", "-c", script], check=False)
-        launched = time.monotonic() - started
-        window.charge("2013 loop", hostfacts.children_seconds() - charged)
+        window.run("2013 loop", lambda: subprocess.run(["bash", "-c", script], check=False))
+        launched = window.elapsed()
         wanted = {m.lower() for m in macs.values()}
         deadline = time.monotonic() + 120
         with Virt() as virt:
@@ -217,16 +211,13 @@ done
                 time.sleep(0.5)
             running = [d.name for d in virt.domains() if d.name in macs and d.state == "running"]
         answered = answering(list(leased.values()), timeout=30)
-        ready = time.monotonic() - started
+        ready = window.elapsed()
         cpu["ready"] = window.close()
         states = system_states(running) if systemd else {}
     finally:
         window = hostfacts.Window(owners)
-        started = time.monotonic()
-        charged = hostfacts.children_seconds()
-        subprocess.run(["bash", "-c", destroy], check=False)
-        destroyed = time.monotonic() - started
-        window.charge("2013 loop", hostfacts.children_seconds() - charged)
+        window.run("2013 loop", lambda: subprocess.run(["bash", "-c", destroy], check=False))
+        destroyed = window.elapsed()
         cpu["destroy"] = window.close()
         subprocess.run(["umount", str(rootfs_dir)], check=False)
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
@@ -267,11 +258,8 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
         start = (f"seq 1 {count} | xargs -P {jobs} -I{{}} sh -c 'lxc-copy -s -P {lxcpath} -n lxcbase -N lx-{{}} "
                  f"&& lxc-start -P {lxcpath} -n lx-{{}} -d'")
         window = hostfacts.Window(owners)
-        started = time.monotonic()
-        charged = hostfacts.children_seconds()
-        subprocess.run(["bash", "-c", start], check=False)
-        launched = time.monotonic() - started
-        window.charge("lxc", hostfacts.children_seconds() - charged)
+        window.run("lxc", lambda: subprocess.run(["bash", "-c", start], check=False))
+        launched = window.elapsed()
         macs = set()
         for name in names:
             config_file = lxcpath / name / "config"
@@ -288,7 +276,7 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
                     break
                 time.sleep(0.5)
         answered = answering(list(leased.values()), timeout=30)
-        ready = time.monotonic() - started
+        ready = window.elapsed()
         cpu["ready"] = window.close()
         states: dict[str, int] = {}
         if systemd:
@@ -299,11 +287,8 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
         stop = (f"seq 1 {count} | xargs -P {jobs} -I{{}} sh -c 'lxc-stop -P {lxcpath} -n lx-{{}} -k; "
                 f"lxc-destroy -P {lxcpath} -n lx-{{}}' >/dev/null 2>&1")
         window = hostfacts.Window(owners)
-        started = time.monotonic()
-        charged = hostfacts.children_seconds()
-        subprocess.run(["bash", "-c", stop], check=False)
-        destroyed = time.monotonic() - started
-        window.charge("lxc", hostfacts.children_seconds() - charged)
+        window.run("lxc", lambda: subprocess.run(["bash", "-c", stop], check=False))
+        destroyed = window.elapsed()
         cpu["destroy"] = window.close()
     finally:
         _remove_lxc_path(lxcpath)
@@ -506,11 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-2013", action="store_true")
     parser.add_argument("--lxc", action="store_true", help="also LXC 5.0 (lxc-copy -s + lxc-start, P at a time)")
     parser.add_argument("--unprivileged", action="store_true", help="lxcforge's containers in a user namespace")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                        help="write every raw figure as JSON to FILE (no FILE or '-': standard output, and "
-                        "everything else to standard error)")
-    parser.add_argument("--no-owner-split", action="store_true",
-                        help="host CPU-s only: do not read /proc and the containers' cgroups around each run")
+    hostfacts.add_output_options(parser, "run")
     return parser
 
 
