@@ -46,11 +46,20 @@ up_to_date() {
     [[ -f $BOX && -f $CACHE/vmlinuz && -f $CACHE/initrd.img && -f $CACHE/debian12.key &&
         $(cut -d' ' -f1 "$CACHE/debian12.key") == "$KEY" ]]
 }
-if up_to_date; then
+done_if_up_to_date() {
+    up_to_date || return 0
     log "up to date: $BOX"
     echo "$BOX"
     exit 0
-fi
+}
+# What a build mounts in its chroot (also what a killed build may have left mounted).
+unmount_chroot() {
+    local m
+    for m in dev/pts dev proc sys; do
+        if mountpoint -q "$1/$m" 2>/dev/null; then umount -l "$1/$m"; fi
+    done
+}
+done_if_up_to_date
 for tool in debootstrap qemu-img mkfs.ext4; do
     command -v "$tool" >/dev/null || { echo "build-box.sh needs $tool (a Debian 12 host: apt-get install debootstrap qemu-utils e2fsprogs)" >&2; exit 1; }
 done
@@ -66,16 +75,14 @@ exec 9>"$CACHE/.lock"
 flock 9
 for stale in "$CACHE"/build.*; do
     [[ -d $stale ]] || continue
-    for m in dev/pts dev proc sys; do mountpoint -q "$stale/root/$m" && umount -l "$stale/root/$m"; done
+    unmount_chroot "$stale/root"
     rm -rf "$stale"
 done
-up_to_date && { log "up to date: $BOX"; echo "$BOX"; exit 0; }   # built while we waited
+done_if_up_to_date   # built while we waited
 WORK=$(mktemp -d "$CACHE/build.XXXXXX")
 ROOT=$WORK/root
 cleanup() {
-    for m in dev/pts dev proc sys; do
-        mountpoint -q "$ROOT/$m" 2>/dev/null && umount -l "$ROOT/$m"
-    done
+    unmount_chroot "$ROOT"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -156,7 +163,7 @@ kernel=$(ls "$ROOT"/boot/vmlinuz-* | sort -V | tail -1)
 initrd=$(ls "$ROOT"/boot/initrd.img-* | sort -V | tail -1)
 cp "$kernel" "$WORK/vmlinuz"
 cp "$initrd" "$WORK/initrd.img"
-for m in dev/pts dev proc sys; do umount -l "$ROOT/$m"; done
+unmount_chroot "$ROOT"
 truncate -s 20G "$WORK/root.raw"
 mkfs.ext4 -q -F -L lxcforge-box -d "$ROOT" "$WORK/root.raw"
 qemu-img convert -O qcow2 "$WORK/root.raw" "$WORK/box.img"

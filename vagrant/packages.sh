@@ -1,5 +1,6 @@
 # What lxcforge needs on a host, by distribution: provision.sh installs it, build-box.sh bakes
-# it into the Debian box. Sourced, not run.
+# it into the Debian box; and install_missing, which both provision.sh and scripts/vagrant-test
+# install with. Sourced, not run.
 # shellcheck disable=SC2034
 DEBIAN_PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-lxc libvirt-clients libvirt-dev pkg-config
@@ -18,3 +19,30 @@ VM_HOST_DEBIAN_PACKAGES=(
     vagrant vagrant-libvirt qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu rsync openssh-client curl
 )
 VM_HOST_FEDORA_PACKAGES=(vagrant vagrant-libvirt qemu-kvm qemu-img rsync openssh-clients curl)
+
+# install_missing DEBIAN_LIST FEDORA_LIST: the packages of the host's list (arrays named by
+# the arguments) that are not installed yet, installed; nothing when all are. Uses the
+# caller's log().
+install_missing() {
+    local -n debian_list=$1 fedora_list=$2
+    local missing=() p
+    if command -v apt-get >/dev/null; then
+        for p in "${debian_list[@]}"; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+        done
+        ((${#missing[@]})) || return 0
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    elif command -v dnf >/dev/null; then
+        for p in "${fedora_list[@]}"; do
+            rpm -q --whatprovides "$p" >/dev/null 2>&1 || missing+=("$p")
+        done
+        ((${#missing[@]})) || return 0
+        log "installing ${missing[*]}"
+        dnf install -y -q "${missing[@]}"
+    else
+        echo "unsupported host: neither apt-get nor dnf found (Debian 12 or Fedora 39+ needed)" >&2
+        exit 1
+    fi
+}

@@ -27,33 +27,7 @@ fi
 # The package lists, shared with build-box.sh (which installs them into the box at build time).
 source "$REPO/vagrant/packages.sh"
 
-install_packages() {
-    if command -v apt-get >/dev/null; then
-        local missing=()
-        for p in "${DEBIAN_PACKAGES[@]}"; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-        done
-        if ((${#missing[@]})); then
-            log "installing ${missing[*]}"
-            apt-get update -qq
-            # policy-rc.d: on hosts without an init system, package scripts must not try to
-            # start daemons; this script starts libvirtd itself below.
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-        fi
-    elif command -v dnf >/dev/null; then
-        local missing=()
-        for p in "${FEDORA_PACKAGES[@]}"; do
-            rpm -q --whatprovides "$p" >/dev/null 2>&1 || missing+=("$p")
-        done
-        if ((${#missing[@]})); then
-            log "installing ${missing[*]}"
-            dnf install -y -q "${missing[@]}"
-        fi
-    else
-        echo "unsupported host: neither apt-get nor dnf found (Debian 12 or Fedora 39+ needed)" >&2
-        exit 1
-    fi
-}
+install_packages() { install_missing DEBIAN_PACKAGES FEDORA_PACKAGES; }
 
 tune_kernel() {
     # Measured: one systemd container holds ~6 inotify instances; 128 stops a host at ~21.
