@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="lxcforge-churn-"))
+
+    work.chmod(0o711)  # unprivileged containers' roots must pass through to their stores
     store = work / "store"
     net = f"lxfc-{os.urandom(2).hex()}"
     prefix = f"churn{os.urandom(2).hex()}-"

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(host_line())
     work = Path(tempfile.mkdtemp(prefix="lxcforge-observe-"))
+    work.chmod(0o711)  # unprivileged containers' roots must pass through to their stores
     with minimal_store("observe", 21) as (store, net):
         # --report's cost: the same bulk new with and without, alternating.
         walls: dict[str, list[float]] = {"without": [], "with": []}

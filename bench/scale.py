@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted_nets = [f"lxbench{i}" for i in range((args.count + per_network - 1) // per_network)]
     nets: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="lxcforge-bench-"))
+    work.chmod(0o711)  # unprivileged containers' roots must pass through to their stores
     runs: list[dict[str, Any]] = []
     interrupted = False
     try:

@@ -22,6 +22,7 @@ def minimal_store(tag: str, subnet_prefix: int = 24) -> Iterator[tuple[Path, str
     """(store, network): a minimal base in a temporary loop pool, an isolated network on a
     free subnet; containers, network, pool and files are removed on the way out."""
     work = Path(tempfile.mkdtemp(prefix=f"lxcforge-{tag}-"))
+    work.chmod(0o711)  # unprivileged containers' roots must pass through to their stores
     store = work / "store"
     net = f"lxf{tag[:1]}-{os.urandom(2).hex()}"
     try:

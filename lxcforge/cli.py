@@ -635,10 +635,12 @@ def new(
                                               help="Keep a container that got no address, to debug it.")] = False,
     autostart: Annotated[bool, typer.Option("--autostart", help="Start it when the host boots "
                                             "('lxcforge boot'; see 'lxcforge autostart').")] = False,
-    unprivileged: Annotated[bool, typer.Option("--unprivileged", help="In a user namespace: root inside is an "
-                                               "unprivileged user on the host (README: security model).")]
-    = False,
-    id_offset: Annotated[int | None, typer.Option("--id-offset", help="With --unprivileged: the host ids the "
+    unprivileged: Annotated[bool, typer.Option("--unprivileged/--privileged", help="Unprivileged (the default): "
+                                               "in a user namespace, root inside is an ordinary user on the "
+                                               "host. --privileged: root inside is the host's root, hardened "
+                                               "(README: security model).")]
+    = True,
+    id_offset: Annotated[int | None, typer.Option("--id-offset", help="The host ids an unprivileged "
                                                   "container's 0..65535 map to (default 100000).")] = None,
     jobs: JobsOpt = None,
     tune_host: Annotated[bool, typer.Option("--tune-host", help="Run 'lxcforge host tune' first: raise kernel "
@@ -693,7 +695,7 @@ def new(
 
 def _idmap_offset(unprivileged: bool, offset: int | None) -> int | None:
     if offset is not None and not unprivileged:
-        raise LxcforgeError("--id-offset applies to --unprivileged containers", hint="add --unprivileged")
+        raise LxcforgeError("--id-offset applies to unprivileged containers", hint="leave out --privileged")
     if not unprivileged:
         return None
     from lxcforge import idmap

@@ -1,5 +1,6 @@
-"""dnsmasq's side of reservations: the watched hosts directory of lxcforge's networks, and
-ending a lease at once when a container goes (dhcp_release, as OpenStack does)."""
+"""dnsmasq's side of reservations: the watched hosts directory of lxcforge's networks, what
+dnsmasq still holds after a reservation is withdrawn, and ending a lease at once when a
+container goes (dhcp_release, as OpenStack does)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import os
 import signal
 from pathlib import Path
 
-from lxcforge import network
+from lxcforge import faults, network
 from lxcforge.run import run, which
 
 log = logging.getLogger(__name__)
 
 PID_DIR = Path("/run/libvirt/network")
+HELD_SUFFIX = ".withdrawn"
 
 
 def _entry_file(hostsdir: str, mac: str) -> Path:
@@ -34,6 +36,11 @@ def remove_hostsdir(hostsdir: str) -> None:
         path.rmdir()
 
 
+def _held_file(hostsdir: str, mac: str) -> Path:
+    # A dotfile: dnsmasq skips those in the directories it watches.
+    return Path(hostsdir) / f".{mac.replace(':', '')}{HELD_SUFFIX}"
+
+
 def publish(hostsdir: str, host: network.DhcpHost) -> None:
     """Make a reservation live: dnsmasq notices a new file in its hosts directory at once."""
     ensure_hostsdir(hostsdir)
@@ -42,28 +49,74 @@ def publish(hostsdir: str, host: network.DhcpHost) -> None:
     partial.write_text(network.hostsdir_line(host))
     os.chmod(partial, 0o644)
     partial.rename(target)
+    _held_file(hostsdir, host.mac).unlink(missing_ok=True)  # live again (see held)
 
 
 def published(hostsdir: str) -> list[tuple[str, str | None]]:
     """(MAC, name) of every reservation file in a hosts directory."""
-    found: list[tuple[str, str | None]] = []
-    path = Path(hostsdir)
-    if not path.is_dir():
-        return found
-    for entry in sorted(path.glob("*.conf")):
+    return [(h.mac, h.name) for h in _read_entries(sorted(Path(hostsdir).glob("*.conf")))]
+
+
+def _read_entries(paths: list[Path]) -> list[network.DhcpHost]:
+    found: list[network.DhcpHost] = []
+    for entry in paths:
         try:
             fields = entry.read_text().strip().split(",")
         except OSError:
             continue
         if len(fields) >= 2:
-            found.append((fields[0].lower(), fields[2] if len(fields) > 2 else None))
+            found.append(network.DhcpHost(fields[0].lower(), fields[1], fields[2] if len(fields) > 2 else None))
     return found
 
 
 def withdraw(hostsdir: str, mac: str) -> None:
-    """Remove a reservation file; dnsmasq forgets removed entries only on reload()."""
-    with contextlib.suppress(FileNotFoundError):
-        _entry_file(hostsdir, mac).unlink()
+    """Take a reservation file away. dnsmasq forgets a removed entry only when it reloads,
+    and a reload reruns libvirt's lease helper once for every lease, each run over the
+    network's whole lease file (~9 CPU-s with 1000 leases, delaying every lease after it).
+    So no reload here: the file becomes a note of what dnsmasq still holds (held), whose
+    address and MAC planning leaves alone until forget() or dnsmasq's next start."""
+    held = _held_file(hostsdir, mac)
+    try:
+        _entry_file(hostsdir, mac).rename(held)
+    except FileNotFoundError:
+        return
+    os.utime(held)  # when it was withdrawn, against dnsmasq's start (see held)
+
+
+def held(hostsdir: str | None, net: str) -> list[network.DhcpHost]:
+    """Entries dnsmasq still holds although their files were withdrawn: a new reservation
+    of the same address would be refused ("duplicate dhcp-host IP address") and one of the
+    same MAC would be ambiguous. Notes older than dnsmasq's start are void (forget() and
+    publish() remove notes)."""
+    if not hostsdir:
+        return []
+    started = _dnsmasq_started(net)
+    if started is None:
+        return []
+    current = []
+    for note in sorted(Path(hostsdir).glob(f".*{HELD_SUFFIX}")):
+        with contextlib.suppress(FileNotFoundError):
+            if note.stat().st_mtime >= started:
+                current.append(note)
+    return _read_entries(current)
+
+
+def forget(net: str, hostsdir: str) -> None:
+    """Make dnsmasq drop every withdrawn entry (a reload: costly with many leases, see
+    withdraw), then the notes of them. Killed in between, the notes stay: their addresses
+    are left alone a while longer, never handed out twice."""
+    reload(net)
+    faults.point("new.forgotten")
+    for note in Path(hostsdir).glob(f".*{HELD_SUFFIX}"):
+        note.unlink(missing_ok=True)
+
+
+def _dnsmasq_started(net: str) -> float | None:
+    # libvirt writes the pid file when it starts the network's dnsmasq.
+    try:
+        return (PID_DIR / f"{net}.pid").stat().st_mtime
+    except OSError:
+        return None
 
 
 def reload(net: str) -> None:

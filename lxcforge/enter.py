@@ -12,12 +12,14 @@ way libvirt's security drivers do it; under the 'none' driver there is none."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 _PR_CAPBSET_DROP = 24
+_CLONE_NEWUSER = 0x10000000
 LAST_CAP_FILE = "/proc/sys/kernel/cap_last_cap"
 # nsenter's option for each namespace type, in the order it joins them.
 NSENTER_OPTIONS = {"user": "--user", "ipc": "--ipc", "uts": "--uts", "net": "--net", "pid": "--pid",
@@ -41,6 +43,28 @@ def narrow_bounding_set(keep: int) -> None:
         if not keep & (1 << cap) and libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"cannot drop capability {cap} from the bounding set: {os.strerror(errno)}")
+
+
+def foreign_user_namespace(fds: Sequence[int]) -> int | None:
+    """The descriptor of a user namespace other than this process's among fds (an
+    unprivileged container's), else None."""
+    own = os.stat("/proc/self/ns/user").st_ino
+    return next((fd for fd in fds if namespace_type(fd) == "user" and os.fstat(fd).st_ino != own), None)
+
+
+def join_user_namespace(fd: int) -> None:
+    """Enter a user namespace as its root, as nsenter --user does. Entering one gives a full
+    bounding set again, so an unprivileged container's is narrowed after this, not before.
+    Root there, not the host's unmapped uid 0: only its root keeps capabilities across the
+    exec of nsenter, which still has namespaces to join."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWUSER) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot enter the container's user namespace: {os.strerror(errno)}")
+    with contextlib.suppress(PermissionError):  # refused where the namespace denies setgroups
+        os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
 
 
 def check_namespaces(fds: Sequence[int], init_pid: int) -> None:
@@ -102,14 +126,15 @@ class Entry:
 
 
 def nsenter_argv(nsenter: str, fds: Sequence[int], command: Sequence[str], *, uid: int | None = None,
-                 gid: int | None = None, cwd: str | None = None) -> list[str]:
+                 gid: int | None = None, cwd: str | None = None, user_joined: bool = False) -> list[str]:
     """nsenter joining each namespace by descriptor (the same user namespace as ours is
-    left out: joining it again is refused)."""
+    left out: joining it again is refused). user_joined: the user namespace is entered, as
+    its root, before nsenter runs (see join_user_namespace): left out."""
     own_user = os.stat("/proc/self/ns/user").st_ino
     argv = [nsenter]
     for fd in fds:
         kind = namespace_type(fd)
-        if kind == "user" and os.fstat(fd).st_ino == own_user:
+        if kind == "user" and (user_joined or os.fstat(fd).st_ino == own_user):
             continue
         if kind in NSENTER_OPTIONS:
             argv.append(f"{NSENTER_OPTIONS[kind]}=/proc/self/fd/{fd}")

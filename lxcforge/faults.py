@@ -24,7 +24,9 @@ BASE_STEPS = ("base.tmp", "base.installed", "base.published")
 IMPORT_STEPS = ("base.received",)
 # `new --unprivileged`, the first time a base is used with an id range: its shifted copy.
 SHIFT_STEPS = ("new.shifted",)
-POINTS = NEW_STEPS + DESTROY_STEPS + BASE_STEPS + IMPORT_STEPS + SHIFT_STEPS
+# `new` when only addresses dnsmasq still holds for destroyed containers are left: its reload.
+FORGET_STEPS = ("new.forgotten",)
+POINTS = NEW_STEPS + DESTROY_STEPS + BASE_STEPS + IMPORT_STEPS + SHIFT_STEPS + FORGET_STEPS
 
 _lock = threading.Lock()
 _hits: dict[str, int] = {}

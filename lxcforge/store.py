@@ -103,7 +103,7 @@ class Store:
         path = self.shifted / self.shifted_name(base, offset)
         if path.exists():
             return path
-        with self.lock(f"base-{base}@{offset}"):
+        with self.lock(f"base-{base}@{offset}", remove=True):  # none outlives the copy it guarded
             if path.exists():
                 return path
             with TmpSubvolume(self, "shift", source=self.base_path(base)) as work:

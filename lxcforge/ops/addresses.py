@@ -36,14 +36,27 @@ def leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
     return [lease.ip for lease in virt.leases(plan.name) if lease.mac not in reserved]
 
 
+class AddressHeld(CapacityError):
+    """Only addresses dnsmasq still holds for withdrawn reservations would do (dhcp.held)."""
+
+
 def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | None,
-                   leased: list[str], owner: str) -> network.DhcpHost:
+                   leased: list[str], owner: str, held: Sequence[network.DhcpHost] = ()) -> network.DhcpHost:
     """A MAC and an address for name on plan's network. leased: addresses dnsmasq still
     leases to MACs without a reservation (see leased_elsewhere). owner: the store's path, in
-    the MAC (see network.mac_for)."""
+    the MAC (see network.mac_for). held: entries dnsmasq still holds for withdrawn
+    reservations (dhcp.held): their addresses and MACs are left alone, except that a
+    container of the same name takes its own back, the very entry dnsmasq holds."""
+    live_macs = {h.mac for h in plan.hosts}
+    taken = {h.ip for h in plan.hosts} | set(leased)
+    own = next((h for h in held if h.name == name and h.mac not in live_macs and h.ip not in taken
+                and requested_ip in (None, h.ip)), None)
+    if own is not None:
+        return network.DhcpHost(own.mac, own.ip, name)
     # Unique among the network's reservations: every lxcforge container on it has one, and a
     # MAC only has to be unique on its own bridge.
-    mac = network.unique_mac(name, (h.mac for h in plan.hosts), owner)
+    mac = network.unique_mac(name, [*live_macs, *(h.mac for h in held)], owner)
+    held_ips = [h.ip for h in held]
     if requested_ip:
         if not plan.in_range(requested_ip):
             ranges = ", ".join(f"{a}-{b}" for a, b in plan.ranges)
@@ -54,9 +67,15 @@ def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | Non
             raise AlreadyExists(f"address {requested_ip} is already taken on {plan.name}"
                                 + (f" (by {holder})" if holder else " (leased)"),
                                 hint="pick another address, or leave out --ip")
+        if requested_ip in held_ips:
+            raise AddressHeld(f"address {requested_ip} is still held by dnsmasq on {plan.name}",
+                              hint="it is freed when dnsmasq reloads")
         return network.DhcpHost(mac, requested_ip, name)
-    ip = network.pick_address(plan, leased)
+    ip = network.pick_address(plan, [*leased, *held_ips])
     if ip is None:
+        if held:
+            raise AddressHeld(f"network {plan.name} has free addresses only among those dnsmasq still holds",
+                              hint="they are freed when dnsmasq reloads")
         raise CapacityError(f"network {plan.name} has no free address ({plan.range_size()} in its range)",
                             hint="destroy unused containers or use a larger network (--network)")
     return network.DhcpHost(mac, ip, name)
@@ -76,13 +95,21 @@ def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]]
     with pool.lock(ADDRESS_LOCK):
         plans: dict[str, network.NetworkPlan] = {}
         leased: dict[str, list[str]] = {}
+        held: dict[str, list[network.DhcpHost]] = {}
         try:
             for name, net in wanted:
                 if net not in plans:
                     plans[net] = network_plan(virt, net)
                     leased[net] = leased_elsewhere(virt, plans[net])
+                    held[net] = dhcp.held(plans[net].hostsdir, net)
                 plan = plans[net]
-                entry = choose_address(plan, name, requested_ip, leased[net], owner)
+                try:
+                    entry = choose_address(plan, name, requested_ip, leased[net], owner, held[net])
+                except AddressHeld:
+                    # Only what dnsmasq holds for destroyed containers is left: one reload frees it all.
+                    dhcp.forget(net, str(plan.hostsdir))
+                    held[net] = []
+                    entry = choose_address(plan, name, requested_ip, leased[net], owner)
                 _reserve(virt, plan, entry)
                 faults.point("new.reserved")
                 plans[net] = replace(plan, hosts=(*plan.hosts, entry))
@@ -137,8 +164,8 @@ def drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
 
 def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -> None:
     """End the leases (with the client id each client used, or dnsmasq ignores the
-    release), then remove the reservations; one read of the network and its leases, and one
-    dnsmasq reload, however many."""
+    release), then remove the reservations; one read of the network and its leases however
+    many, and no dnsmasq reload (see dhcp.withdraw)."""
     info = virt.network(net)
     if info is None or not entries:
         return
@@ -161,7 +188,6 @@ def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) ->
     if plan.hostsdir:
         for mac in macs:
             dhcp.withdraw(plan.hostsdir, mac)
-        dhcp.reload(net)
 
 
 def orphaned_reservations(virt: Virt, owner: str, domains: set[str],

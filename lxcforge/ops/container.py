@@ -237,7 +237,8 @@ class Creator:
             if closed is not None:
                 raise LxcforgeError(f"{closed} is closed to other users (no o+x): an unprivileged container's "
                                     f"root (host uid {options.idmap_offset}) could not reach its files",
-                                    hint=f"chmod o+x {closed}, or use a store on a path others can pass through")
+                                    hint=f"chmod o+x {closed}, or use a store on a path others can pass "
+                                    "through, or make privileged containers (--privileged)")
             self.source = pool.shifted_base(base, options.idmap_offset, idmap.shift_tree)
             # libvirt's controller enters the rootfs as the range's root: it must get through.
             pool.containers.chmod(0o711)
@@ -717,9 +718,13 @@ def enter(settings: Settings, name: str, command: Sequence[str], *, user: str | 
         virt.enter_cgroups(name)
     for procs in way.cgroup_procs:  # below libvirt's groups: the container's namespace roots
         Path(procs).write_text(f"{os.getpid()}\n")
+    user_ns = enter_mod.foreign_user_namespace(way.fds)
+    if user_ns is not None:  # unprivileged: its user namespace first, or the narrowing is undone
+        enter_mod.join_user_namespace(user_ns)
     enter_mod.narrow_bounding_set(way.bounding_set)
     enter_mod.label_next_exec(way.label)
-    argv = enter_mod.nsenter_argv(nsenter, way.fds, command, uid=way.uid, gid=way.gid, cwd=cwd)
+    argv = enter_mod.nsenter_argv(nsenter, way.fds, command, uid=way.uid, gid=way.gid, cwd=cwd,
+                                  user_joined=user_ns is not None)
     return enter_mod.Entry(argv=argv, env=variables, fds=way.fds)
 
 

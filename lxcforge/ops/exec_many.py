@@ -80,11 +80,17 @@ def run_many(settings: Settings, targets: Sequence[str], command: Sequence[str],
                 procs = host.cgroup_procs_files(way.controller, mount_list) + way.cgroup_procs
                 if not procs:
                     raise LxcforgeError(f"cannot find {name}'s cgroups")
-                argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", str(tools["setpriv"]),
+                # An unprivileged container's user namespace is entered first (a nsenter of its
+                # own): entering it gives a full bounding set again, which setpriv then narrows.
+                user_ns = enter.foreign_user_namespace(fds)
+                join_user = ([] if user_ns is None else
+                             [str(tools["nsenter"]), f"--user=/proc/self/fd/{user_ns}", "--setuid", "0",
+                              "--setgid", "0", "--"])
+                argv = [str(tools["sh"]), "-c", JOIN, "sh", *procs, "--", *join_user, str(tools["setpriv"]),
                         "--bounding-set", setpriv_caps(way.bounding_set, last_cap),
                         *enter.setpriv_label_options(way.label), "--",
                         *enter.nsenter_argv(str(tools["nsenter"]), fds, command, uid=way.uid, gid=way.gid,
-                                            cwd=cwd)]
+                                            cwd=cwd, user_joined=user_ns is not None)]
                 with contextlib.ExitStack() as files:
                     stdin = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
                     stdout = files.enter_context(open(stdout_to(name), "wb")) if stdout_to else subprocess.PIPE

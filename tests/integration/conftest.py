@@ -42,9 +42,20 @@ def loop_pool(directory: Path, name: str = "store") -> Iterator[Store]:
         pool.pool_image.unlink(missing_ok=True)
 
 
+def open_to_others(path: Path) -> None:
+    """o+x on path and the directories above it that lack it (pytest makes its temporary
+    directories 0700): an unprivileged container's root, an ordinary user on the host, must
+    pass through them to its root filesystem."""
+    for directory in (*reversed(path.parents), path):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod(mode | 0o001)
+
+
 @pytest.fixture
 def loop_store(tmp_path: Path) -> Iterator[Store]:
     """A fresh loop-file btrfs pool in a temporary place; unmounted and deleted afterwards."""
+    open_to_others(tmp_path)
     with loop_pool(tmp_path) as pool:
         yield pool
 
@@ -56,11 +67,11 @@ def free_subnet(prefix: int = 24) -> str:
 
 
 @contextlib.contextmanager
-def isolated_network(virt: Virt, name: str) -> Iterator[str]:
+def isolated_network(virt: Virt, name: str, prefix: int = 24) -> Iterator[str]:
     """An isolated network (no forwarding: nothing leaves this host) on an unused subnet,
     removed with its dnsmasq hosts directory afterwards."""
     dhcp.ensure_hostsdir(network.hostsdir_for(name))
-    virt.define_network(network.network_xml(name, free_subnet(), isolated=True))
+    virt.define_network(network.network_xml(name, free_subnet(prefix), isolated=True))
     try:
         yield name
     finally:

@@ -31,7 +31,8 @@ def test_systemd_stays_off_the_hosts_cgroup2_hierarchy_and_destroy_removes_its_g
         pytest.skip("no cgroup2 hierarchy at /sys/fs/cgroup/unified on this host")
     name = f"t{unique}-cg"
     containers.append(name)
-    made = lxcforge(cached_pool.root, "new", name, "--base", debian_base, "--network", session_network, "--json")
+    made = lxcforge(cached_pool.root, "new", name, "--base", debian_base, "--network", session_network,
+                    "--privileged", "--json")
     assert made.returncode == 0, made.stderr
     container_uuid = virt.domain(name).uuid
     mirror = cgroups.UNIFIED / cgroups.PARENT / container_uuid

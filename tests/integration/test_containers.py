@@ -339,7 +339,7 @@ def test_adopting_a_network_like_default_makes_its_reservations_fast(
         entry = json.loads(made.stdout)["created"][0]
         assert entry["leased"] is True
         assert network.parse_network_xml(virt.live_network_xml(name)).hosts == ()  # no live update
-        assert [p.read_text().split(",")[1] for p in hostsdir.iterdir()] == [entry["ipv4"]]
+        assert [p.read_text().split(",")[1] for p in hostsdir.glob("*.conf")] == [entry["ipv4"]]
         assert lxcforge(loop_store.root, "network", "adopt", name).returncode == 0  # idempotent
 
         assert lxcforge(loop_store.root, "new", second, "--network", name, "--no-start").returncode == 0
@@ -349,7 +349,7 @@ def test_adopting_a_network_like_default_makes_its_reservations_fast(
         assert [h.name for h in network.parse_network_xml(virt.live_network_xml(name)).hosts] == [second]
         assert lxcforge(loop_store.root, "destroy", second).returncode == 0
         assert network.parse_network_xml(virt.live_network_xml(name)).hosts == ()
-        assert list(hostsdir.iterdir()) == [] and dhcp_hosts(virt, name) == []
+        assert list(hostsdir.glob("*.conf")) == [] and dhcp_hosts(virt, name) == []
     finally:
         for container in (first, second):
             lxcforge(loop_store.root, "destroy", "--missing-ok", container)

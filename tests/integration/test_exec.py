@@ -29,9 +29,11 @@ def test_exec_runs_in_the_containers_cgroups_and_within_its_limits(
     minimal_store: Store, minimal_net: str, unique: str
 ) -> None:
     name = f"x{unique}"
-    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net, "--memory", "64M").returncode == 0
+    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net, "--memory", "64M",
+                    "--privileged").returncode == 0
     # Every controller the container's init is in (pid 1 inside: the busybox base's init
-    # stays in lxcforge-init's groups), the exec'd process is too.
+    # stays in lxcforge-init's groups), the exec'd process is too. (Unprivileged: see
+    # test_security.)
     _, own = inside(minimal_store, name, "cat /proc/self/cgroup")
     _, init = inside(minimal_store, name, "cat /proc/1/cgroup")
     controllers = {"memory", "cpu,cpuacct", "cpu", "cpuacct", "cpuset", "devices", "blkio", "pids", "name=systemd",
@@ -48,13 +50,18 @@ def test_exec_runs_in_the_containers_cgroups_and_within_its_limits(
 
 @pytest.mark.smoke
 def test_exec_is_no_stronger_than_the_container(minimal_store: Store, minimal_net: str, unique: str) -> None:
-    name = f"c{unique}"
-    assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0
-    _, bounds = inside(minimal_store, name, "grep CapBnd /proc/self/status /proc/1/status")
-    values = {line.split()[-1] for line in bounds.splitlines() if "CapBnd" in line}
-    assert len(values) == 1, bounds  # exec's bounding set is init's
-    status, output = inside(minimal_store, name, "mknod /tmp/blockdev b 7 0")
-    assert status != 0 and "not permitted" in output  # as refused to the container's own root
+    unprivileged, privileged = f"c{unique}", f"c{unique}-p"
+    assert lxcforge(minimal_store.root, "new", unprivileged, "--network", minimal_net).returncode == 0
+    assert lxcforge(minimal_store.root, "new", privileged, "--network", minimal_net, "--privileged").returncode == 0
+    for name in (unprivileged, privileged):
+        # Entering a user namespace restores a full bounding set: exec narrows it after that.
+        _, bounds = inside(minimal_store, name, "grep CapBnd /proc/self/status /proc/1/status; id -u")
+        values = {line.split()[-1] for line in bounds.splitlines() if "CapBnd" in line}
+        assert len(values) == 1 and bounds.split()[-1] == "0", bounds  # init's bounding set, as root
+        many = lxcforge(minimal_store.root, "exec", f"{name}*", "--json", "--", "grep", "CapBnd", "/proc/self/status")
+        assert {r["stdout"].split()[-1] for r in json.loads(many.stdout)["results"] if r["name"] == name} == values
+        status, output = inside(minimal_store, name, "mknod /tmp/blockdev b 7 0")
+        assert status != 0 and "not permitted" in output  # as refused to the container's own root
 
 
 def test_exec_user_directory_environment_and_exit_status(
@@ -78,7 +85,7 @@ def test_exec_on_many_in_parallel_with_each_result_apart(
 ) -> None:
     prefix = f"m{unique}-"
     made = lxcforge(minimal_store.root, "new", "--count", "6", "--prefix", prefix, "--network", minimal_net,
-                    "--memory", "64M", "--json")
+                    "--memory", "64M", "--privileged", "--json")
     assert made.returncode == 0, made.stderr
     names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
     assert lxcforge(minimal_store.root, "stop", names[-1]).returncode == 0  # one that cannot run it

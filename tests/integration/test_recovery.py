@@ -17,7 +17,7 @@ import pytest
 from lxcforge import dhcp, faults, host, network
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import lxcforge
+from tests.integration.conftest import isolated_network, lxcforge
 
 REPO = Path(__file__).resolve().parents[2]
 LIBVIRTD = REPO / "vagrant" / "libvirtd.sh"
@@ -264,21 +264,23 @@ def test_killed_while_shifting_a_base_for_an_unprivileged_container_leaves_nothi
     minimal_store: Store, net: str, unique: str, virt: Virt
 ) -> None:
     name = f"u{unique}"
-    # pytest's temporary directories are 0700: refused, with what to do, before any step.
-    closed = next(p for p in reversed(minimal_store.root.parents) if not p.stat().st_mode & 0o001)
-    refused = lxcforge(minimal_store.root, "new", name, "--network", net, "--unprivileged")
+    # A store below a directory others cannot pass through: refused, with what to do, before any step.
+    closed = minimal_store.root.parent
+    closed.chmod(0o700)
+    try:
+        refused = lxcforge(minimal_store.root, "new", name, "--network", net)
+    finally:
+        closed.chmod(0o711)
     assert refused.returncode == 1 and f"chmod o+x {closed}" in refused.stderr, refused.stderr
+    assert "--privileged" in refused.stderr
     assert leftovers(minimal_store, virt, net, [name]) == [] and not list(minimal_store.shifted.iterdir())
-    for parent in minimal_store.root.parents:
-        if parent.is_relative_to(closed):
-            parent.chmod(parent.stat().st_mode | 0o001)
 
-    killed_at(minimal_store, "new.shifted", "new", name, "--network", net, "--unprivileged", "--id-offset", "200000")
+    killed_at(minimal_store, "new.shifted", "new", name, "--network", net, "--id-offset", "200000")
     assert lxcforge(minimal_store.root, "gc").returncode == 0
     assert leftovers(minimal_store, virt, net, [name]) == []
     assert not list(minimal_store.shifted.iterdir())
 
-    made = lxcforge(minimal_store.root, "new", name, "--network", net, "--unprivileged", "--id-offset", "200000")
+    made = lxcforge(minimal_store.root, "new", name, "--network", net, "--id-offset", "200000")
     assert made.returncode == 0, made.stderr
     shifted = list(minimal_store.shifted.iterdir())
     assert len(shifted) == 1 and shifted[0].name.startswith("minimal-1@200000.")
@@ -288,3 +290,49 @@ def test_killed_while_shifting_a_base_for_an_unprivileged_container_leaves_nothi
     collected = json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)
     assert [i["kind"] for i in collected["items"] if i["kind"] == "shifted base"] == ["shifted base"]
     assert not list(minimal_store.shifted.iterdir())
+
+
+def test_destroy_leaves_dnsmasq_unreloaded_and_new_reloads_it_only_when_it_must(
+    minimal_store: Store, unique: str, virt: Virt
+) -> None:
+    """A withdrawn reservation stays in dnsmasq until it reloads (and a reload reruns libvirt's
+    lease helper once per lease): destroy does not reload, the same name takes its own entry
+    back, and only a `new` that finds nothing else free reloads, once."""
+    with isolated_network(virt, f"lxh{unique}", prefix=29) as net:  # 5 addresses
+        hostsdir = network.hostsdir_for(net)
+
+        def new(*names: str) -> dict[str, dict[str, object]]:
+            made = lxcforge(minimal_store.root, "new", *names, "--network", net, "--json")
+            assert made.returncode == 0, made.stderr
+            created = {c["name"]: c for c in json.loads(made.stdout)["created"]}
+            assert all(c["leased"] is True for c in created.values()), created
+            return created
+
+        def destroy(*names: str) -> None:
+            assert lxcforge(minimal_store.root, "destroy", *names).returncode == 0
+
+        first = new(f"s{unique}")[f"s{unique}"]
+        destroy(f"s{unique}")
+        assert [(h.ip, h.name) for h in dhcp.held(hostsdir, net)] == [(first["ipv4"], f"s{unique}")]
+        again = new(f"s{unique}")[f"s{unique}"]
+        assert (again["ipv4"], again["mac"]) == (first["ipv4"], first["mac"]) and dhcp.held(hostsdir, net) == []
+
+        fill = [f"f{unique}-{i}" for i in range(4)]
+        new(*fill)  # the network is full
+        destroy(f"s{unique}", *fill[:2])
+        held = {h.ip for h in dhcp.held(hostsdir, net)}
+        assert len(held) == 3
+        # Only held addresses are free: dnsmasq reloads, and a new container leases one.
+        other = new(f"o{unique}")[f"o{unique}"]
+        assert other["ipv4"] in held and dhcp.held(hostsdir, net) == []
+
+        # Killed between the reload and the removal of the notes: nothing of its container is
+        # left after gc, the notes only keep their addresses a while longer.
+        destroy(f"o{unique}")
+        new(f"p{unique}-1", f"p{unique}-2")
+        destroy(f"p{unique}-1")
+        killed_at(minimal_store, "new.forgotten", "new", f"k{unique}", "--network", net)
+        assert lxcforge(minimal_store.root, "gc").returncode == 0
+        assert leftovers(minimal_store, virt, net, [f"k{unique}"], running=3) == []
+        assert new(f"k{unique}")[f"k{unique}"]["ipv4"] in held
+        destroy(*fill[2:], f"p{unique}-2", f"k{unique}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lxcforge import network, store
+from lxcforge import dhcp, network, store
 from lxcforge.ops import bulk
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -98,7 +98,7 @@ def test_bulk_create_spread_over_two_networks_then_glob_destroy(
         info = virt.network(net)
         assert info is not None
         assert network.parse_network_xml(info.xml).hosts == ()
-        assert list(Path(network.hostsdir_for(net)).iterdir()) == []
+        assert dhcp.published(network.hostsdir_for(net)) == []
 
 
 def test_capacity_is_refused_before_any_container_is_made(
@@ -225,7 +225,7 @@ def test_interrupted_bulk_new_leaves_nothing_behind(
         persistent = network.parse_network_xml(virt.network(net).xml).hosts  # type: ignore[union-attr]
         assert sorted(h.name for h in persistent) == kept
         if adopted:
-            assert len(list(Path(network.hostsdir_for(net)).iterdir())) == len(kept)
+            assert len(dhcp.published(network.hostsdir_for(net))) == len(kept)
         else:
             assert sorted(h.name for h in network.parse_network_xml(virt.live_network_xml(net)).hosts) == kept
     finally:
