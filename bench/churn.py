@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lxcforge import cgroups, host, network  # noqa: E402
+from lxcforge import cgroups, dhcp, host, network  # noqa: E402
 from lxcforge.virt import Virt  # noqa: E402
 
 
@@ -53,8 +53,13 @@ def leaks(store: Path, net: str, prefix: str, virt: Virt, macs: set[str]) -> lis
     while any(lease.mac in macs for lease in virt.leases(net)) and time.monotonic() < deadline:
         time.sleep(0.2)
     found += [f"lease {lease.ip} ({lease.mac})" for lease in virt.leases(net) if lease.mac in macs]
-    if plan.hostsdir and Path(plan.hostsdir).is_dir():
-        found += [f"hosts-dir file {p.name}" for p in Path(plan.hostsdir).iterdir()]
+    if plan.hostsdir:
+        found += [f"hosts-dir file {mac} ({name})" for mac, name in dhcp.published(plan.hostsdir)]
+        # Notes of what dnsmasq still holds (dhcp.withdraw) are not leaks while bounded: the
+        # same names come back each cycle and take their own entries back.
+        held = dhcp.held(plan.hostsdir, net)
+        if len(held) > len(macs):
+            found += [f"held entry {h.mac} {h.ip} ({h.name})" for h in held]
     brif = Path("/sys/class/net") / str(info.bridge) / "brif"
     if brif.is_dir():
         found += [f"veth {p.name}" for p in brif.iterdir()]
