@@ -5,9 +5,11 @@ container goes (dhcp_release, as OpenStack does)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 from lxcforge import faults, network
@@ -75,12 +77,12 @@ def withdraw(hostsdir: str, mac: str) -> None:
     network's whole lease file (~9 CPU-s with 1000 leases, delaying every lease after it).
     So no reload here: the file becomes a note of what dnsmasq still holds (held), whose
     address and MAC planning leaves alone until forget() or dnsmasq's next start."""
-    held = _held_file(hostsdir, mac)
+    entry = _entry_file(hostsdir, mac)
     try:
-        _entry_file(hostsdir, mac).rename(held)
+        os.utime(entry)  # the note's time: when it was withdrawn, against dnsmasq's start (held)
+        entry.rename(_held_file(hostsdir, mac))
     except FileNotFoundError:
         return
-    os.utime(held)  # when it was withdrawn, against dnsmasq's start (see held)
 
 
 def held(hostsdir: str | None, net: str) -> list[network.DhcpHost]:
@@ -103,12 +105,44 @@ def held(hostsdir: str | None, net: str) -> list[network.DhcpHost]:
 
 def forget(net: str, hostsdir: str) -> None:
     """Make dnsmasq drop every withdrawn entry (a reload: costly with many leases, see
-    withdraw), then the notes of them. Killed in between, the notes stay: their addresses
-    are left alone a while longer, never handed out twice."""
+    withdraw), then the notes of them; under network_lock, so no note appears meanwhile.
+    dnsmasq rereads the directory whenever it gets to the signal, before or after a new
+    reservation's file appears: either way it ends up with the new file and without the
+    withdrawn ones. Killed in between, the notes stay: their addresses are left alone a
+    while longer, never handed out twice."""
+    notes = list(Path(hostsdir).glob(f".*{HELD_SUFFIX}"))
     reload(net)
     faults.point("new.forgotten")
-    for note in Path(hostsdir).glob(f".*{HELD_SUFFIX}"):
+    for note in notes:
         note.unlink(missing_ok=True)
+
+
+def void_notes(hostsdir: str, net: str) -> list[Path]:
+    """Notes dnsmasq has forgotten since: it started after they were made, or is not running."""
+    started = _dnsmasq_started(net)
+    found = []
+    for note in sorted(Path(hostsdir).glob(f".*{HELD_SUFFIX}")):
+        with contextlib.suppress(FileNotFoundError):
+            if started is None or note.stat().st_mtime < started:
+                found.append(note)
+    return found
+
+
+@contextlib.contextmanager
+def network_lock(net: str) -> Iterator[None]:
+    """Reservations and withdrawals on one network one at a time, across processes and
+    stores (a flock in its hosts directory; none where it has no hosts directory: libvirt's
+    live updates serialise those)."""
+    hostsdir = Path(network.hostsdir_for(net))
+    if not hostsdir.is_dir():
+        yield
+        return
+    fd = os.open(hostsdir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _dnsmasq_started(net: str) -> float | None:

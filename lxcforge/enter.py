@@ -12,7 +12,6 @@ way libvirt's security drivers do it; under the 'none' driver there is none."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 from collections.abc import Sequence
@@ -61,8 +60,11 @@ def join_user_namespace(fd: int) -> None:
     if libc.setns(fd, _CLONE_NEWUSER) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"cannot enter the container's user namespace: {os.strerror(errno)}")
-    with contextlib.suppress(PermissionError):  # refused where the namespace denies setgroups
+    try:
         os.setgroups([])
+    except PermissionError:  # refused where the namespace denies setgroups: then none may be left
+        if os.getgroups():
+            raise OSError("cannot drop the host's supplementary groups in the container's user namespace") from None
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 

@@ -22,7 +22,7 @@ BASE_STEPS = ("base.tmp", "base.installed", "base.published")
 # `base import`: a tuple of its own, since a build never reaches it (tests walk BASE_STEPS
 # with a build).
 IMPORT_STEPS = ("base.received",)
-# `new --unprivileged`, the first time a base is used with an id range: its shifted copy.
+# `new` (unprivileged), the first time a base is used with an id range: its shifted copy.
 SHIFT_STEPS = ("new.shifted",)
 # `new` when only addresses dnsmasq still holds for destroyed containers are left: its reload.
 FORGET_STEPS = ("new.forgotten",)

@@ -3,6 +3,7 @@ critical section and dropped together with their leases."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -46,11 +47,11 @@ def choose_address(plan: network.NetworkPlan, name: str, requested_ip: str | Non
     leases to MACs without a reservation (see leased_elsewhere). owner: the store's path, in
     the MAC (see network.mac_for). held: entries dnsmasq still holds for withdrawn
     reservations (dhcp.held): their addresses and MACs are left alone, except that a
-    container of the same name takes its own back, the very entry dnsmasq holds."""
+    container of the same name and store takes its own back, the very entry dnsmasq holds."""
     live_macs = {h.mac for h in plan.hosts}
     taken = {h.ip for h in plan.hosts} | set(leased)
-    own = next((h for h in held if h.name == name and h.mac not in live_macs and h.ip not in taken
-                and requested_ip in (None, h.ip)), None)
+    own = next((h for h in held if h.name == name and network.owned_by(h.mac, name, owner)
+                and h.mac not in live_macs and h.ip not in taken and requested_ip in (None, h.ip)), None)
     if own is not None:
         return network.DhcpHost(own.mac, own.ip, name)
     # Unique among the network's reservations: every lxcforge container on it has one, and a
@@ -86,13 +87,17 @@ Reservation = tuple[network.DhcpHost, ipaddress.IPv4Interface | None]
 
 def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]],
                       requested_ip: str | None = None) -> dict[str, Reservation]:
-    """Reserve an address for each (name, network) under the one address lock, reading
-    each network once: allocation is the serial part of making containers, so it is one
-    short critical section for a whole batch rather than one per container. The caller
-    holds the names' locks and has reclaimed their orphans (reclaim_orphans)."""
+    """Reserve an address for each (name, network) under the one address lock and each
+    network's lock (dhcp.network_lock, taken in order), reading each network once:
+    allocation is the serial part of making containers, so it is one short critical section
+    for a whole batch rather than one per container. The caller holds the names' locks and
+    has reclaimed their orphans (reclaim_orphans)."""
     reserved: dict[str, Reservation] = {}
     owner = str(pool.root)
-    with pool.lock(ADDRESS_LOCK):
+    nets = sorted({net for _name, net in wanted})
+    with pool.lock(ADDRESS_LOCK), contextlib.ExitStack() as locks:
+        for net in nets:
+            locks.enter_context(dhcp.network_lock(net))
         plans: dict[str, network.NetworkPlan] = {}
         leased: dict[str, list[str]] = {}
         held: dict[str, list[network.DhcpHost]] = {}
@@ -106,7 +111,7 @@ def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]]
                 try:
                     entry = choose_address(plan, name, requested_ip, leased[net], owner, held[net])
                 except AddressHeld:
-                    # Only what dnsmasq holds for destroyed containers is left: one reload frees it all.
+                    # Only what dnsmasq holds for destroyed containers would do: one reload frees it all.
                     dhcp.forget(net, str(plan.hostsdir))
                     held[net] = []
                     entry = choose_address(plan, name, requested_ip, leased[net], owner)
@@ -116,7 +121,8 @@ def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]]
                 reserved[name] = (entry, plan.gateway)
         except BaseException:
             network_of = dict(wanted)
-            drop_reservations(virt, [(network_of[name], entry) for name, (entry, _gw) in reserved.items()])
+            drop_reservations(virt, [(network_of[name], entry) for name, (entry, _gw) in reserved.items()],
+                              locked=True)
             raise
     return reserved
 
@@ -139,20 +145,22 @@ def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> 
 
 
 def by_network(pairs: Sequence[tuple[str, network.DhcpHost]]) -> dict[str, list[network.DhcpHost]]:
-    """(network, reservation) pairs grouped by network: each network is read and reloaded
-    once for all of its reservations (drop_addresses)."""
+    """(network, reservation) pairs grouped by network: each network is read once for all
+    of its reservations (drop_addresses)."""
     grouped: dict[str, list[network.DhcpHost]] = {}
     for net, entry in pairs:
         grouped.setdefault(net, []).append(entry)
     return grouped
 
 
-def drop_reservations(virt: Virt, reservations: Sequence[tuple[str, network.DhcpHost]]) -> None:
+def drop_reservations(virt: Virt, reservations: Sequence[tuple[str, network.DhcpHost]], *,
+                      locked: bool = False) -> None:
     """Drop (network, reservation) pairs, one batch per network, warning instead of raising:
-    for cleaning up after something else already failed."""
+    for cleaning up after something else already failed. locked: the caller holds the
+    networks' locks (reserve_addresses)."""
     for net, entries in by_network(reservations).items():
         try:
-            drop_addresses(virt, net, entries)
+            drop_addresses(virt, net, entries, locked=locked)
         except LxcforgeError as exc:
             log.warning("could not drop the reservations of %s: %s",
                         ", ".join(e.name or e.ip for e in entries), exc)
@@ -162,10 +170,16 @@ def drop_address(virt: Virt, net: str, entry: network.DhcpHost) -> None:
     drop_addresses(virt, net, [entry])
 
 
-def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -> None:
+def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost], *, locked: bool = False) -> None:
     """End the leases (with the client id each client used, or dnsmasq ignores the
-    release), then remove the reservations; one read of the network and its leases however
-    many, and no dnsmasq reload (see dhcp.withdraw)."""
+    release), then remove the reservations, under the network's lock (unless locked: the
+    caller holds it); one read of the network and its leases however many, and no dnsmasq
+    reload (see dhcp.withdraw)."""
+    with contextlib.nullcontext() if locked else dhcp.network_lock(net):
+        _drop_addresses(virt, net, entries)
+
+
+def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -> None:
     info = virt.network(net)
     if info is None or not entries:
         return
@@ -175,6 +189,10 @@ def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) ->
         for lease in virt.leases(net):
             if lease.mac in macs:
                 dhcp.release_lease(info.bridge, network.DhcpHost(lease.mac, lease.ip), lease.client_id)
+    # Noted as held before the definition says the address is free.
+    if plan.hostsdir:
+        for mac in macs:
+            dhcp.withdraw(plan.hostsdir, mac)
     # With a hosts directory reservations are config-only, except those the running network
     # was started with (a restart since, or an adopted network): libvirt's own hosts file
     # holds those, so they go through the live update too, or dnsmasq would keep them.
@@ -185,9 +203,6 @@ def drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) ->
         if existing.mac in macs:
             live = not plan.hostsdir or existing.mac in started_with
             virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=live)
-    if plan.hostsdir:
-        for mac in macs:
-            dhcp.withdraw(plan.hostsdir, mac)
 
 
 def orphaned_reservations(virt: Virt, owner: str, domains: set[str],

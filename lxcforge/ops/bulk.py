@@ -481,7 +481,7 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
 def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool = False, jobs: int | None = None,
                  on_event: Event = lambda _kind, _name: None) -> Summary:
     """Destroy in parallel, a libvirt connection per worker; the reservations of all of them
-    are dropped together at the end, one network read and one dnsmasq reload per network."""
+    are dropped together at the end, one network read per network."""
     pool = Store.from_settings(settings).ensure()
     on_event = journaled(pool, "destroy", on_event)
     deferred: list[tuple[str, network.DhcpHost]] = []

@@ -83,7 +83,7 @@ class NewOptions:
             try:
                 idmap.check_offset(self.idmap_offset)
             except ValueError as exc:
-                raise LxcforgeError(str(exc), hint=f"e.g. --unprivileged --id-offset {idmap.DEFAULT_OFFSET}") from exc
+                raise LxcforgeError(str(exc), hint=f"e.g. --id-offset {idmap.DEFAULT_OFFSET}") from exc
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ LIBVIRT_OWN = {"driver"}  # /run/libvirt/lxc/driver.pid is the LXC driver's own
 
 @dataclass(frozen=True)
 class Item:
-    # unfinished | domain | subvolume | reservation | hostsfile | lease | lock | tmp | rundir | veth | cgroup
-    # | unmanaged
+    # unfinished | domain | subvolume | reservation | hostsfile | dnsmasq note | lease | lock | tmp | rundir
+    # | veth | cgroup | unmanaged
     kind: str
     what: str
     detail: str = ""
@@ -191,8 +191,13 @@ def _reservations(sweep: _Sweep, alive: set[str]) -> None:
             for mac, name in dhcp.published(plan.hostsdir):
                 if mac not in reserved and name and name not in alive and network.owned_by(mac, name, sweep.owner):
                     sweep.found(Item("hostsfile", f"{name} on {net}", mac),
-                                partial(_withdraw, plan.hostsdir, mac, net), lock_name=name,
+                                partial(_withdraw, net, plan.hostsdir, mac), lock_name=name,
                                 still=partial(_unreserved, sweep, net, mac, name))
+            # Notes of withdrawn entries (dhcp.withdraw) that dnsmasq has forgotten since.
+            void = dhcp.void_notes(plan.hostsdir, net)
+            if void:
+                sweep.found(Item("dnsmasq note", f"{len(void)} withdrawn on {net}", "dnsmasq restarted since"),
+                            partial(_forget_void, net, plan.hostsdir))
         if info.active and info.bridge:
             for lease in sweep.virt.leases(net):
                 name = lease.hostname
@@ -211,9 +216,15 @@ def _unreserved(sweep: _Sweep, net: str, mac: str, name: str) -> bool:
             and mac not in {h.mac for h in network.parse_network_xml(info.xml).hosts})
 
 
-def _withdraw(hostsdir: str, mac: str, net: str) -> None:
-    dhcp.withdraw(hostsdir, mac)
-    dhcp.reload(net)
+def _withdraw(net: str, hostsdir: str, mac: str) -> None:
+    with dhcp.network_lock(net):
+        dhcp.withdraw(hostsdir, mac)
+
+
+def _forget_void(net: str, hostsdir: str) -> None:
+    with dhcp.network_lock(net):
+        for note in dhcp.void_notes(hostsdir, net):
+            note.unlink(missing_ok=True)
 
 
 def _unmanaged(sweep: _Sweep, mine: Mapping[str, tuple[DomainInfo, domain.Metadata]]) -> None:

@@ -336,3 +336,12 @@ def test_destroy_leaves_dnsmasq_unreloaded_and_new_reloads_it_only_when_it_must(
         assert leftovers(minimal_store, virt, net, [f"k{unique}"], running=3) == []
         assert new(f"k{unique}")[f"k{unique}"]["ipv4"] in held
         destroy(*fill[2:], f"p{unique}-2", f"k{unique}")
+
+        # dnsmasq restarted: it has forgotten them all, and gc removes the notes.
+        assert len(dhcp.held(hostsdir, net)) == 4
+        for action in ("net-destroy", "net-start"):
+            subprocess.run(["virsh", "-c", "lxc:///", action, net], check=True, capture_output=True)
+        assert dhcp.held(hostsdir, net) == []
+        collected = json.loads(lxcforge(minimal_store.root, "gc", "--json").stdout)
+        assert [i["kind"] for i in collected["items"]] == ["dnsmasq note"]
+        assert dhcp.void_notes(hostsdir, net) == []

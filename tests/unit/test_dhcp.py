@@ -53,9 +53,10 @@ def test_notes_from_before_dnsmasq_started_are_void(hostsdir: str, tmp_path: Pat
     # dnsmasq restarted since: it read the directory afresh. (File times are coarse: within
     # one tick a note counts as held, which only leaves an address alone a while longer.)
     os.utime(tmp_path / "run" / "n.pid", (time.time() + 1, time.time() + 1))
-    assert dhcp.held(hostsdir, "n") == []
+    assert dhcp.held(hostsdir, "n") == [] and [p.name for p in dhcp.void_notes(hostsdir, "n")] == [
+        ".024c46000001.withdrawn"]
     (tmp_path / "run" / "n.pid").unlink()  # not running: it reads the directory when it starts
-    assert dhcp.held(hostsdir, "n") == []
+    assert dhcp.held(hostsdir, "n") == [] and len(dhcp.void_notes(hostsdir, "n")) == 1
 
 
 PLAN = network.NetworkPlan("n", "br", None, ((network.ipaddress.IPv4Address("10.0.0.2"),
@@ -73,6 +74,9 @@ def test_planning_leaves_held_addresses_and_macs_alone() -> None:
     assert moved.mac != held[0].mac and network.owned_by(moved.mac, "old", "/s")
     with pytest.raises(addresses.AddressHeld):
         addresses.choose_address(PLAN, "x", "10.0.0.2", [], "/s", held)
+    # Another store's container of that name leaves it alone: the MAC says whose it is.
+    other = addresses.choose_address(PLAN, "old", None, [], "/other", held)
+    assert other.ip != "10.0.0.2" and other.mac != held[0].mac
 
 
 def test_only_held_addresses_left_asks_for_a_reload() -> None:
