@@ -430,16 +430,20 @@ def _reason(exc: BaseException) -> str:
 def resolve(settings: Settings, patterns: Sequence[str], *, all_: bool) -> list[str]:
     """Names, globs ('web*') and --all, against lxcforge's containers of this store. A literal
     name that matches nothing is kept, so the operation can say it does not exist."""
+    globs = [p for p in patterns if any(ch in p for ch in "*?[")]
     with Virt(settings.uri) as virt:
+        defined = virt.domain_names()
+        # Only the domains a glob matches are read (their XML says whose they are).
+        candidates = defined if all_ else [n for n in defined if any(fnmatch.fnmatchcase(n, g) for g in globs)]
         mine = []
-        for dom in virt.domains():
+        for dom in virt.domains(candidates) if candidates else []:
             meta = domain.read_metadata(dom.xml)
             if meta is not None and meta.store == str(settings.store):
                 mine.append(dom.name)
         # Half-made containers count too: a subvolume or a reservation without a domain.
         half_made: set[str] = set()
-        if all_ or any(any(ch in p for ch in "*?[") for p in patterns):
-            half_made = set(addresses.orphaned_reservations(virt, str(settings.store), set(virt.domain_names())))
+        if all_ or globs:
+            half_made = set(addresses.orphaned_reservations(virt, str(settings.store), set(defined)))
     on_disk = sorted(p.name for p in (settings.store / "containers").glob("*")) if all_ or patterns else []
     known = sorted(set(mine) | set(on_disk) | half_made)
     if all_:
@@ -486,8 +490,8 @@ def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool
     on_event = journaled(pool, "destroy", on_event)
     deferred: list[tuple[str, network.DhcpHost]] = []
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
-        listed = {d.name: d for d in virt.domains()}
-        orphans = addresses.orphaned_reservations(virt, str(settings.store), set(listed))
+        listed = {d.name: d for d in virt.domains(targets)}
+        orphans = addresses.orphaned_reservations(virt, str(settings.store), set(virt.domain_names()))
         summary = each("destroy", targets,
                        lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok,
                                                           virt=connections.get(), pool=pool, deferred=deferred,

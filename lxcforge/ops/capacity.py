@@ -78,7 +78,7 @@ class HostLoad:
 
 
 def host_load(virt: Virt) -> HostLoad:
-    running = sum(1 for d in virt.domains() if d.state == "running")
+    running = virt.running_count()
     processes = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
     meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
     available = int(meminfo.get("MemAvailable", "0 kB").split()[0]) * 1024
