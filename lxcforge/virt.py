@@ -441,13 +441,20 @@ class Virt:
             infos = [i for i in pool.map(info, listed) if i is not None]
         return sorted(infos, key=lambda d: d.name)
 
-    def running_init_namespaces(self) -> dict[str, set[int]]:
-        """init_namespaces of every running domain, a few calls at a time."""
+    def running_names(self) -> list[str]:
+        """Names of the running domains: one listing."""
+        return [dom.name() for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+
+    def running_init_namespaces(self, skip: Iterable[str] = ()) -> dict[str, set[int]]:
+        """init_namespaces of every running domain but those in skip, a few calls at a time."""
         def one(dom: libvirt.virDomain) -> tuple[str, set[int] | None]:
             return dom.name(), self._namespaces(dom)
 
+        skipped = set(skip)
+        running = [d for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                   if d.name() not in skipped]
         with ThreadPoolExecutor(max_workers=CALLS_AT_ONCE) as pool:
-            found = pool.map(one, self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+            found = pool.map(one, running)
             return {name: seen for name, seen in found if seen is not None}
 
 

@@ -457,7 +457,7 @@ def list_containers(settings: Settings) -> list[Container]:
 
 def _managed_running(uri: str) -> dict[str, bool]:
     with Virt(uri) as virt:
-        return repair.managed_running(virt)
+        return repair.managed_running(virt, remembered=True)
 
 
 def info(settings: Settings, name: str) -> tuple[Container, str]:

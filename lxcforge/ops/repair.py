@@ -52,9 +52,22 @@ def is_managed(virt: Virt, name: str) -> bool | None:
     return judge(name, virt.init_namespaces(name))
 
 
-def managed_running(virt: Virt) -> dict[str, bool]:
-    """is_managed of every running domain, from one listing (for list and gc)."""
-    return {name: judge(name, seen) is not False for name, seen in virt.running_init_namespaces().items()}
+def managed_running(virt: Virt, *, remembered: bool = False) -> dict[str, bool]:
+    """is_managed of every running domain, from one listing (for list and gc). remembered:
+    a yes from an earlier check under the same libvirtd and controller stands (initcache;
+    for list: gc, which repairs, always asks libvirt)."""
+    if not remembered:
+        return {name: judge(name, seen) is not False for name, seen in virt.running_init_namespaces().items()}
+    from lxcforge import initcache
+
+    libvirtd = initcache.libvirtd_identity()
+    keys = {name: initcache.key(name, libvirtd) for name in virt.running_names()}
+    earlier = initcache.load()
+    known = {name for name, k in keys.items() if k is not None and earlier.get(name) == k}
+    verdicts = {name: judge(name, seen) for name, seen in virt.running_init_namespaces(skip=known).items()}
+    initcache.save({name: k for name, k in keys.items()
+                    if k is not None and (name in known or verdicts.get(name) is True)})
+    return {name: True for name in known} | {name: v is not False for name, v in verdicts.items()}
 
 
 def judge(name: str, seen: set[int] | None) -> bool | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lxcforge import initcache
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 from tests.integration.conftest import lxcforge
@@ -82,6 +83,17 @@ def test_without_the_check_a_container_is_half_managed_and_lxcforge_shows_and_re
     assert lxcforge(minimal_store.root, "gc").returncode == 0
     assert dominfo_ok(name)
     assert json.loads(lxcforge(minimal_store.root, "info", name, "--json").stdout)["init_pid_known"] is True
+
+    # list remembers a yes for this libvirtd and this controller only: started again and
+    # half-managed again, the container is checked anew and shown.
+    listed = {c["name"]: c for c in json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)}
+    assert listed[name]["init_pid_known"] is True and name in initcache.load()
+    subprocess.run(["virsh", "-c", "lxc:///", "destroy", name], check=True, capture_output=True)
+    thief = steal_init_event(name)
+    subprocess.run(["virsh", "-c", "lxc:///", "start", name], check=True, capture_output=True)
+    assert stolen(thief)
+    listed = {c["name"]: c for c in json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)}
+    assert listed[name]["init_pid_known"] is False
 
 
 def test_new_and_start_repair_a_lost_or_stale_init_pid(
