@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import libvirt
 import libvirt_lxc
@@ -68,6 +69,11 @@ class Lease:
 
 def _message(exc: libvirt.libvirtError) -> str:
     return (exc.get_error_message() or str(exc)).strip()
+
+
+# The local LXC driver keeps each persistent definition in LXC_CONFIG_DIR/NAME.xml.
+LOCAL_URIS = ("lxc:///", "lxc:///system")
+LXC_CONFIG_DIR = Path("/etc/libvirt/lxc")
 
 
 class Virt:
@@ -416,24 +422,31 @@ class Virt:
         """How many domains run: one listing, no call per domain."""
         return len(self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
 
-    def domains(self, names: Iterable[str] | None = None) -> list[DomainInfo]:
+    def domains(self, names: Iterable[str] | None = None, *, persistent: bool = False) -> list[DomainInfo]:
         """Every domain with its XML, or only those of names that exist: a command pays for
         the containers it touches, not for every one on the host. States come from two
         listings rather than a call per domain, and the XML calls run a few at a time
         (libvirtd serves 5 per connection): a call is one round trip, ~0.7 ms, and hosts
-        have a thousand domains."""
+        have a thousand domains. persistent: the persistent definition is enough (no live
+        detail such as interface names), read from libvirt's own file where this is the
+        local driver: a thousand files cost ~30 ms, a thousand calls ~0.5 s of libvirtd."""
         active = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
         paused = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)}
         listed = self.conn.listAllDomains(0)
         if names is not None:
             wanted = set(names)
             listed = [dom for dom in listed if dom.name() in wanted]  # a name is no round trip
+        from_files = persistent and self.uri in LOCAL_URIS
 
         def info(dom: libvirt.virDomain) -> DomainInfo | None:
-            uuid = dom.UUIDString()
+            uuid, name = dom.UUIDString(), dom.name()
             state = "paused" if uuid in paused else "running" if uuid in active else "shut off"
+            if from_files:
+                xml = _persistent_xml(name, uuid)
+                if xml is not None:
+                    return DomainInfo(name=name, uuid=uuid, state=state, xml=xml)
             try:
-                return DomainInfo(name=dom.name(), uuid=uuid, state=state, xml=dom.XMLDesc(0))
+                return DomainInfo(name=name, uuid=uuid, state=state, xml=dom.XMLDesc(0))
             except libvirt.libvirtError:
                 return None  # removed while we listed
 
@@ -456,6 +469,16 @@ class Virt:
         with ThreadPoolExecutor(max_workers=CALLS_AT_ONCE) as pool:
             found = pool.map(one, running)
             return {name: seen for name, seen in found if seen is not None}
+
+
+def _persistent_xml(name: str, uuid: str) -> str | None:
+    """libvirt's file of a domain's persistent definition (written whole and renamed into
+    place), if it is this domain's: None for a transient domain or a file of another."""
+    try:
+        xml = (LXC_CONFIG_DIR / f"{name}.xml").read_text()
+    except OSError:
+        return None
+    return xml if f"<uuid>{uuid}</uuid>" in xml else None
 
 
 class ThreadConnections:

@@ -426,7 +426,7 @@ def list_containers(settings: Settings) -> list[Container]:
         # every domain's XML: libvirtd serves a few calls of each connection at a time, and
         # both are a round trip per domain (0.5 s each for a thousand).
         checked = beside.submit(_managed_running, settings.uri)
-        doms = virt.domains()
+        doms = virt.domains(persistent=True)
         managed = checked.result()
         for dom in doms:
             meta = domain.read_metadata(dom.xml)

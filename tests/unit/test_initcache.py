@@ -23,3 +23,14 @@ def test_a_yes_holds_for_the_same_libvirtd_and_controller_only(tmp_path: Path,
     assert initcache.load() == {"web": key}
     initcache.CACHE.write_text("not json")
     assert initcache.load() == {}  # a broken file costs a full check, nothing else
+
+
+def test_list_reads_a_persistent_definition_only_from_that_domains_own_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lxcforge import virt
+
+    monkeypatch.setattr(virt, "LXC_CONFIG_DIR", tmp_path)
+    (tmp_path / "web.xml").write_text("<domain><name>web</name><uuid>u-1</uuid></domain>")
+    assert virt._persistent_xml("web", "u-1") is not None
+    assert virt._persistent_xml("web", "u-2") is None  # redefined since: ask libvirt
+    assert virt._persistent_xml("db", "u-3") is None  # transient: no file
