@@ -232,6 +232,8 @@ def new_many(
         try:
             outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
                                                    jobs or default_jobs(), on_event)
+            # Each one that got its address was also confirmed managed: list need not ask.
+            repair.remember_managed([o.name for o in outcomes if o.ok and "managed" in o.phases])
         finally:
             # Complete containers were cleared as they finished (so a kill keeps them); the
             # rest are undone, unless an undo step failed (libvirtd gone, say): those keep

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from lxcforge import cgroups, host
 from lxcforge.errors import LxcforgeError
@@ -50,6 +51,17 @@ def is_managed(virt: Virt, name: str) -> bool | None:
     """True when libvirt knows the running container's real init pid; None when it is not
     running."""
     return judge(name, virt.init_namespaces(name))
+
+
+def remember_managed(names: Sequence[str]) -> None:
+    """Note containers just confirmed managed (ensure_managed) for list (initcache)."""
+    if not names:
+        return
+    from lxcforge import initcache
+
+    libvirtd = initcache.libvirtd_identity()
+    keys = {name: initcache.key(name, libvirtd) for name in names}
+    initcache.save(initcache.load() | {name: k for name, k in keys.items() if k is not None})
 
 
 def managed_running(virt: Virt, *, remembered: bool = False) -> dict[str, bool]:
