@@ -524,3 +524,13 @@ def test_ops_main_cleans_up_on_ctrl_c(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert commands == ["new", "list", "info", "destroy", "destroy", "gc"]
     assert fake.calls[-2] == ("destroy", "--all", "--missing-ok")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_bootcpu_reads_perf_samples_by_command() -> None:
+    from bench import bootcpu
+
+    report = "# Overhead  Samples  Command\n#\n    80.00%   998  swapper\n    10.02%   125  systemd\n" \
+             "     0.40%     5  kworker/u8:1-bt\n     0.08%     1  (d-logind)\n"
+    found = bootcpu.parse_report(report)
+    assert found == {"systemd": 125 * 1000 / bootcpu.PERF_HZ, "kworker/u8:1-bt": 5 * 1000 / bootcpu.PERF_HZ,
+                     "(d-logind)": 1000 / bootcpu.PERF_HZ}  # idle (swapper) left out
