@@ -1,10 +1,11 @@
 """Running containers whose init libvirt was seen to know, remembered between `list`s.
 
 Whether libvirt knows a running container's init (repair.judge) costs a libvirt call per
-container: with a thousand running, half of `list`. The answer cannot change while the same
-libvirtd and the same libvirt_lxc controller run (libvirt learns the init pid once, from its
-controller, and loses it only with a restart of either), so a yes is kept under those two
-processes' identities, pid and start time, in one file on /run (gone at reboot). Each write
+container: with a thousand running, half of `list`. libvirt learns the init pid once, from
+the container's libvirt_lxc controller (and keeps it in its status file across its own
+restarts), so a yes is kept under the identities, pid and start time, of that controller and
+of the libvirt daemon serving the LXC driver (virtlxcd or libvirtd, where it has a pid
+file): a restart of either asks again. One file on /run (gone at reboot); each list's write
 keeps only the containers running then, so nothing outlives its container for long, and
 deleting the file costs one full check."""
 
@@ -19,7 +20,8 @@ from pathlib import Path
 from lxcforge import host
 
 CACHE = Path("/run/lxcforge/init-known.json")
-LIBVIRTD_PID = Path("/run/libvirtd.pid")
+# The modular daemon first (Fedora), then the monolithic one (Debian 12).
+DAEMON_PIDS = (Path("/run/virtlxcd.pid"), Path("/run/libvirtd.pid"))
 
 
 def _identity(pid: int | None) -> str | None:
@@ -33,17 +35,23 @@ def _identity(pid: int | None) -> str | None:
         return None
 
 
-def libvirtd_identity() -> str | None:
-    try:
-        return _identity(int(LIBVIRTD_PID.read_text().strip()))
-    except (OSError, ValueError):
-        return None
+def daemon_identity() -> str:
+    """The libvirt daemon's identity, or '-' where no pid file tells it (then the
+    controller's alone keys a yes)."""
+    for path in DAEMON_PIDS:
+        try:
+            found = _identity(int(path.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+        if found is not None:
+            return found
+    return "-"
 
 
-def key(name: str, libvirtd: str | None) -> str | None:
-    """What a remembered yes for NAME is good for: this libvirtd and its controller."""
+def key(name: str, daemon: str) -> str | None:
+    """What a remembered yes for NAME is good for: this daemon and this controller."""
     controller = _identity(host.lxc_controller_pid(name))
-    return None if libvirtd is None or controller is None else f"{libvirtd}/{controller}"
+    return None if controller is None else f"{daemon}/{controller}"
 
 
 def load() -> dict[str, str]:

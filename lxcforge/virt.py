@@ -71,9 +71,11 @@ def _message(exc: libvirt.libvirtError) -> str:
     return (exc.get_error_message() or str(exc)).strip()
 
 
-# The local LXC driver keeps each persistent definition in LXC_CONFIG_DIR/NAME.xml.
+# The local LXC driver keeps each persistent definition in LXC_CONFIG_DIR/NAME.xml and each
+# active domain's live one in LXC_STATE_DIR/NAME.xml.
 LOCAL_URIS = ("lxc:///", "lxc:///system")
 LXC_CONFIG_DIR = Path("/etc/libvirt/lxc")
+LXC_STATE_DIR = Path("/run/libvirt/lxc")
 
 
 class Virt:
@@ -419,30 +421,30 @@ class Virt:
                           state=_STATES.get(state, "unknown"), xml=dom.XMLDesc(0))
 
     def running_count(self) -> int:
-        """How many domains run: one listing, no call per domain."""
+        """How many domains are active (running or paused): one listing, no call per domain."""
         return len(self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
 
-    def domains(self, names: Iterable[str] | None = None, *, persistent: bool = False) -> list[DomainInfo]:
+    def domains(self, names: Iterable[str] | None = None, *, from_files: bool = False) -> list[DomainInfo]:
         """Every domain with its XML, or only those of names that exist: a command pays for
         the containers it touches, not for every one on the host. States come from two
         listings rather than a call per domain, and the XML calls run a few at a time
         (libvirtd serves 5 per connection): a call is one round trip, ~0.7 ms, and hosts
-        have a thousand domains. persistent: the persistent definition is enough (no live
-        detail such as interface names), read from libvirt's own file where this is the
-        local driver: a thousand files cost ~30 ms, a thousand calls ~0.5 s of libvirtd."""
+        have a thousand domains. from_files: read from libvirt's own files where this is the
+        local driver (the same XML, live for active domains): a thousand files cost ~30 ms,
+        a thousand calls ~0.5 s of libvirtd; a domain without its file is asked for."""
         active = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
         paused = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)}
         listed = self.conn.listAllDomains(0)
         if names is not None:
             wanted = set(names)
             listed = [dom for dom in listed if dom.name() in wanted]  # a name is no round trip
-        from_files = persistent and self.uri in LOCAL_URIS
+        from_files = from_files and self.uri in LOCAL_URIS
 
         def info(dom: libvirt.virDomain) -> DomainInfo | None:
             uuid, name = dom.UUIDString(), dom.name()
             state = "paused" if uuid in paused else "running" if uuid in active else "shut off"
             if from_files:
-                xml = _persistent_xml(name, uuid)
+                xml = _saved_xml(name, uuid, state != "shut off")
                 if xml is not None:
                     return DomainInfo(name=name, uuid=uuid, state=state, xml=xml)
             try:
@@ -471,14 +473,20 @@ class Virt:
             return {name: seen for name, seen in found if seen is not None}
 
 
-def _persistent_xml(name: str, uuid: str) -> str | None:
-    """libvirt's file of a domain's persistent definition (written whole and renamed into
-    place), if it is this domain's: None for a transient domain or a file of another."""
+def _saved_xml(name: str, uuid: str, active: bool) -> str | None:
+    """A domain's XML from libvirt's own files (each written whole and renamed into place):
+    for an active domain the live definition in its status file, else the persistent one;
+    None where there is no such file of this domain (a transient domain, another's file)."""
     try:
-        xml = (LXC_CONFIG_DIR / f"{name}.xml").read_text()
+        text = ((LXC_STATE_DIR if active else LXC_CONFIG_DIR) / f"{name}.xml").read_text()
     except OSError:
         return None
-    return xml if f"<uuid>{uuid}</uuid>" in xml else None
+    if active:  # <domstatus ...> ... <domain ...>...</domain> ... </domstatus>
+        start, end = text.find("<domain "), text.rfind("</domain>")
+        if start < 0 or end < 0:
+            return None
+        text = text[start:end + len("</domain>")]
+    return text if f"<uuid>{uuid}</uuid>" in text else None
 
 
 class ThreadConnections:

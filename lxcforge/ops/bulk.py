@@ -233,7 +233,7 @@ def new_many(
             outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
                                                    jobs or default_jobs(), on_event)
             # Each one that got its address was also confirmed managed: list need not ask.
-            repair.remember_managed([o.name for o in outcomes if o.ok and "managed" in o.phases])
+            repair.remember_managed(creator.confirmed)
         finally:
             # Complete containers were cleared as they finished (so a kill keeps them); the
             # rest are undone, unless an undo step failed (libvirtd gone, say): those keep
@@ -335,7 +335,7 @@ def _run_creations(
                         outcomes[name] = _success(creation, None)
                         on_event("done", name)
                 if waiting:
-                    _collect_leases(virt, pool, waiting, outcomes, options, on_event)
+                    _collect_leases(virt, pool, waiting, outcomes, options, on_event, creator.confirmed)
         except BaseException as exc:
             # Interrupted (or a bug): nothing of this batch that is not finished may stay
             # behind. Queued creations never start (only their reservations exist); running
@@ -362,7 +362,8 @@ def _run_creations(
 
 
 def _collect_leases(virt: Virt, pool: Store, waiting: dict[str, container_ops.Creation],
-                    outcomes: dict[str, Outcome], options: container_ops.NewOptions, on_event: Event) -> None:
+                    outcomes: dict[str, Outcome], options: container_ops.NewOptions, on_event: Event,
+                    confirmed: dict[str, str]) -> None:
     leased: set[tuple[str, str]] = set()
     for net in {c.net for c in waiting.values()}:
         try:
@@ -381,6 +382,7 @@ def _collect_leases(virt: Virt, pool: Store, waiting: dict[str, container_ops.Cr
                 t = time.monotonic()
                 creation.repaired += repair.ensure_managed(virt, name, settle=0.0)
                 creation.timed("managed", t)
+                repair.note_confirmed(confirmed, name)  # for list, under this very controller
             except LxcforgeError as exc:
                 creation.undo.rollback()
                 outcomes[name] = Outcome(name, False, exc.message, now - creation.started_at,

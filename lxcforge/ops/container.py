@@ -222,6 +222,8 @@ class Creator:
                  connect: Callable[[], Virt] | None = None) -> None:
         # Workers of a batch each use their own connection (see virt.ThreadConnections).
         self.connect = connect or (lambda: virt)
+        # Containers confirmed managed, with the identity that holds for (initcache.key).
+        self.confirmed: dict[str, str] = {}
         self.settings = settings
         self.pool = pool
         self.virt = virt
@@ -426,7 +428,7 @@ def list_containers(settings: Settings) -> list[Container]:
         # every domain's XML: libvirtd serves a few calls of each connection at a time, and
         # both are a round trip per domain (0.5 s each for a thousand).
         checked = beside.submit(_managed_running, settings.uri)
-        doms = virt.domains(persistent=True)
+        doms = virt.domains(from_files=True)
         managed = checked.result()
         for dom in doms:
             meta = domain.read_metadata(dom.xml)

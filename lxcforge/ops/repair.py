@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from lxcforge import cgroups, host
 from lxcforge.errors import LxcforgeError
@@ -53,48 +53,64 @@ def is_managed(virt: Virt, name: str) -> bool | None:
     return judge(name, virt.init_namespaces(name))
 
 
-def remember_managed(names: Sequence[str]) -> None:
-    """Note containers just confirmed managed (ensure_managed) for list (initcache)."""
-    if not names:
+def note_confirmed(confirmed: dict[str, str], name: str) -> None:
+    """Right after ensure_managed: the identity this yes holds for (initcache.key), where the
+    check could compare namespaces (an init child was there to compare with)."""
+    from lxcforge import initcache
+
+    if host.lxc_init_pid(name) is not None:
+        key = initcache.key(name, initcache.daemon_identity())
+        if key is not None:
+            confirmed[name] = key
+
+
+def remember_managed(confirmed: Mapping[str, str]) -> None:
+    """Note containers confirmed managed (note_confirmed) for list (initcache)."""
+    if not confirmed:
         return
     from lxcforge import initcache
 
-    libvirtd = initcache.libvirtd_identity()
-    keys = {name: initcache.key(name, libvirtd) for name in names}
-    initcache.save(initcache.load() | {name: k for name, k in keys.items() if k is not None})
+    initcache.save(initcache.load() | dict(confirmed))
 
 
 def managed_running(virt: Virt, *, remembered: bool = False) -> dict[str, bool]:
     """is_managed of every running domain, from one listing (for list and gc). remembered:
-    a yes from an earlier check under the same libvirtd and controller stands (initcache;
-    for list: gc, which repairs, always asks libvirt)."""
+    a yes from an earlier check under the same libvirt daemon and controller stands
+    (initcache; for list: gc, which repairs, always asks libvirt)."""
     if not remembered:
         return {name: judge(name, seen) is not False for name, seen in virt.running_init_namespaces().items()}
     from lxcforge import initcache
 
-    libvirtd = initcache.libvirtd_identity()
-    keys = {name: initcache.key(name, libvirtd) for name in virt.running_names()}
+    daemon = initcache.daemon_identity()
+    keys = {name: initcache.key(name, daemon) for name in virt.running_names()}
     earlier = initcache.load()
     known = {name for name, k in keys.items() if k is not None and earlier.get(name) == k}
-    verdicts = {name: judge(name, seen) for name, seen in virt.running_init_namespaces(skip=known).items()}
-    initcache.save({name: k for name, k in keys.items()
-                    if k is not None and (name in known or verdicts.get(name) is True)})
+    judged = {name: _judged(name, seen) for name, seen in virt.running_init_namespaces(skip=known).items()}
+    verdicts = {name: verdict for name, (verdict, _compared) in judged.items()}
+    # Only a yes that compared namespaces is kept (judge also says yes when it cannot tell).
+    strong = {name for name, (verdict, compared) in judged.items() if verdict is True and compared}
+    initcache.save({name: k for name, k in keys.items() if k is not None and (name in known or name in strong)})
     return {name: True for name in known} | {name: v is not False for name, v in verdicts.items()}
 
 
 def judge(name: str, seen: set[int] | None) -> bool | None:
     """Whether the namespaces libvirt enters (seen) are those of the container's real init."""
+    return _judged(name, seen)[0]
+
+
+def _judged(name: str, seen: set[int] | None) -> tuple[bool | None, bool]:
+    """judge's answer, and whether it compared namespaces (else a yes is libvirt's word)."""
     if seen is None:
-        return None
+        return None, False
     if not seen:
-        return False
+        return False, False
     pid = host.lxc_init_pid(name)
     if pid is None:
-        return True  # no controller child to compare with: libvirt's word stands
+        return True, False  # no controller child to compare with: libvirt's word stands
     # The container's own mount and pid namespaces: the user namespace a privileged
     # container shares with the host would match any process, a stale pid's included.
     own = host.namespace_inodes(pid, ("mnt", "pid"))
-    return not own or own <= seen
+    return (not own or own <= seen), bool(own)
 
 
 def wait_known(virt: Virt, name: str, settle: float | None = None) -> bool | None:

@@ -108,7 +108,8 @@ def test_new_and_start_repair_a_lost_or_stale_init_pid(
     assert document["repaired"] == 1 and document["created"][0]["repaired"] == 1
     assert dominfo_ok(name)
     # Confirmed after the repair, for this controller: list will not ask libvirt again.
-    assert initcache.load().get(name) == initcache.key(name, initcache.libvirtd_identity())
+    key = initcache.key(name, initcache.daemon_identity())
+    assert key is not None and initcache.load().get(name) == key
     assert subprocess.run(["virsh", "-c", "lxc:///", "lxc-enter-namespace", name, "--noseclabel", "--", "/bin/true"],
                           capture_output=True).returncode == 0
 
