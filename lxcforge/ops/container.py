@@ -349,14 +349,15 @@ def remove_left_veth(mac: str) -> None:
 
 def remove_run_leftovers(name: str) -> list[str]:
     """libvirt leaves NAME.dev, NAME.devpts and NAME.fuse (empty directories) and NAME.sock
-    behind for every container it ever ran; thousands accumulate under churn. (NAME.pid too,
-    when libvirtd died while it started the container.)"""
+    behind for every container it ever ran; thousands accumulate under churn. (NAME.pid and
+    the status file NAME.xml, or the NAME.xml.new it was rewriting, too, when libvirtd died
+    while it started the container.)"""
     removed = []
     for suffix in (".dev", ".devpts", ".fuse"):
         with contextlib.suppress(OSError):
             (host.LIBVIRT_LXC_STATE / f"{name}{suffix}").rmdir()
             removed.append(f"{name}{suffix}")
-    for suffix in (".sock", ".pid"):
+    for suffix in (".sock", ".pid", ".xml", ".xml.new"):
         with contextlib.suppress(OSError):
             (host.LIBVIRT_LXC_STATE / f"{name}{suffix}").unlink()
             removed.append(f"{name}{suffix}")

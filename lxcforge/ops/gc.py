@@ -32,7 +32,7 @@ from lxcforge.virt import DomainInfo, Virt
 
 log = logging.getLogger(__name__)
 
-RUN_SUFFIXES = (".dev", ".devpts", ".fuse", ".sock", ".pid")
+RUN_SUFFIXES = (".dev", ".devpts", ".fuse", ".sock", ".pid", ".xml", ".xml.new")
 LIBVIRT_OWN = {"driver"}  # /run/libvirt/lxc/driver.pid is the LXC driver's own
 
 
@@ -241,7 +241,8 @@ def _unmanaged_yet(sweep: _Sweep, name: str) -> bool:
 
 def _run_leftovers(sweep: _Sweep, defined: set[str]) -> None:
     """libvirt's NAME.dev/.devpts/.fuse/.sock/.pid for names that no domain has any more (a
-    libvirtd killed while it started a container also leaves that container's controller)."""
+    libvirtd killed while it started a container also leaves that container's controller,
+    and its status file NAME.xml, or NAME.xml.new if killed while rewriting it)."""
     try:
         entries = list(host.LIBVIRT_LXC_STATE.iterdir())
     except OSError:
