@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.churn import free_subnet  # noqa: E402
 from bench.hostfacts import host_facts, host_line  # noqa: E402
-from bench.scale import _remove_lxc_path, lxcforge  # noqa: E402
+from bench.scale import lxc_template, lxcforge  # noqa: E402
 from lxcforge import config, host  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -163,10 +163,11 @@ def lxcforge_kind(store: Path, base: str, net: str, count: int, privileged: bool
     try:
         if made.returncode:
             raise SystemExit(made.stderr)
-        settle([host.lxc_init_pid(name) for name in names])
+        inits = {name: host.lxc_init_pid(name) for name in names}
+        settle(list(inits.values()))
         stop()
-        return [one_container(host.lxc_init_pid(name), host.lxc_controller_pid(name),
-                              f"machine/lxc-*-{name}.libvirt-lxc") for name in names]
+        return [one_container(inits[name], host.lxc_controller_pid(name), f"machine/lxc-*-{name}.libvirt-lxc")
+                for name in names]
     finally:
         lxcforge("--store", str(store), "destroy", *names, "--missing-ok", check=False)
 
@@ -189,27 +190,15 @@ def _lxc_monitor(name: str) -> int | None:
 
 def lxc_kind(store: Path, base: str, bridge: str, count: int, stop: Callable[[], None]) -> list[dict[str, float]]:
     lxcpath = store / "lxc-bootcpu"
-    _remove_lxc_path(lxcpath)
-    template = lxcpath / "lxcbase"
-    template.mkdir(parents=True)
-    try:
-        subprocess.run(["btrfs", "-q", "subvolume", "snapshot", str(store / "bases" / base),
-                        str(template / "rootfs")], check=True)
-        (template / "config").write_text(
-            "lxc.include = /usr/share/lxc/config/common.conf\nlxc.arch = linux64\n"
-            f"lxc.rootfs.path = btrfs:{template}/rootfs\nlxc.uts.name = lxcbase\n"
-            f"lxc.net.0.type = veth\nlxc.net.0.link = {bridge}\nlxc.net.0.flags = up\n"
-            "lxc.net.0.hwaddr = 00:16:3e:xx:xx:xx\nlxc.apparmor.profile = unconfined\n")
+    with lxc_template(store, base, lxcpath, bridge):
         names = [f"bc-lx-{i}" for i in range(1, count + 1)]
         start = (f"printf '%s\\n' {' '.join(names)} | xargs -P 4 -I{{}} sh -c 'lxc-copy -s -P {lxcpath} "
                  f"-n lxcbase -N {{}} && lxc-start -P {lxcpath} -n {{}} -d'")
         subprocess.run(["bash", "-c", start], check=True)
-        settle([_lxc_pid(lxcpath, name) for name in names])
+        inits = {name: _lxc_pid(lxcpath, name) for name in names}
+        settle(list(inits.values()))
         stop()
-        return [one_container(_lxc_pid(lxcpath, name), _lxc_monitor(name), f"lxc.payload.{name}")
-                for name in names]
-    finally:
-        _remove_lxc_path(lxcpath)
+        return [one_container(inits[name], _lxc_monitor(name), f"lxc.payload.{name}") for name in names]
 
 
 def mean(runs: list[dict[str, float]]) -> dict[str, float]:

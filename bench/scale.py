@@ -237,15 +237,13 @@ def _remove_lxc_path(lxcpath: Path) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(lxcpath)])
 
 
-def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: bool,
-            jobs: int = 4, owners: bool = True) -> dict[str, object]:
-    """LXC 5.0 on the same rootfs: lxc-copy -s (a btrfs snapshot) + lxc-start, JOBS at a time;
-    dynamic leases on an lxcforge network with STP off; lxc-stop -k + lxc-destroy."""
-    lxcpath = store / "lxc-bench"
+@contextlib.contextmanager
+def lxc_template(store: Path, base: str, lxcpath: Path, bridge: str) -> Iterator[None]:
+    """LXCPATH/lxcbase: an LXC container on a btrfs snapshot of the base, on bridge, for
+    lxc-copy -s to clone; LXCPATH and every container in it removed at the end."""
     _remove_lxc_path(lxcpath)
     template = lxcpath / "lxcbase"
     template.mkdir(parents=True)
-    cpu: dict[str, object] = {}
     try:
         subprocess.run(["btrfs", "-q", "subvolume", "snapshot", str(store / "bases" / base),
                         str(template / "rootfs")], check=True)
@@ -254,6 +252,18 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
             f"lxc.rootfs.path = btrfs:{template}/rootfs\nlxc.uts.name = lxcbase\n"
             f"lxc.net.0.type = veth\nlxc.net.0.link = {bridge}\nlxc.net.0.flags = up\n"
             "lxc.net.0.hwaddr = 00:16:3e:xx:xx:xx\nlxc.apparmor.profile = unconfined\n")
+        yield
+    finally:
+        _remove_lxc_path(lxcpath)
+
+
+def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: bool,
+            jobs: int = 4, owners: bool = True) -> dict[str, object]:
+    """LXC 5.0 on the same rootfs: lxc-copy -s (a btrfs snapshot) + lxc-start, JOBS at a time;
+    dynamic leases on an lxcforge network with STP off; lxc-stop -k + lxc-destroy."""
+    lxcpath = store / "lxc-bench"
+    cpu: dict[str, object] = {}
+    with lxc_template(store, base, lxcpath, bridge):
         names = [f"lx-{i}" for i in range(1, count + 1)]
         start = (f"seq 1 {count} | xargs -P {jobs} -I{{}} sh -c 'lxc-copy -s -P {lxcpath} -n lxcbase -N lx-{{}} "
                  f"&& lxc-start -P {lxcpath} -n lx-{{}} -d'")
@@ -290,8 +300,6 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
         window.run("lxc", lambda: subprocess.run(["bash", "-c", stop], check=False))
         destroyed = window.elapsed()
         cpu["destroy"] = window.close()
-    finally:
-        _remove_lxc_path(lxcpath)
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
             "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1),
             "system_states": states, "jobs": jobs, "complete": answered == count, "cpu": cpu}

@@ -90,17 +90,25 @@ def held(hostsdir: str | None, net: str) -> list[network.DhcpHost]:
     of the same address would be refused ("duplicate dhcp-host IP address") and one of the
     same MAC would be ambiguous. Notes older than dnsmasq's start are void (forget() and
     publish() remove notes)."""
-    if not hostsdir:
-        return []
+    return _read_entries(_notes(hostsdir, net)[0]) if hostsdir else []
+
+
+def _note_files(hostsdir: str) -> list[Path]:
+    return sorted(Path(hostsdir).glob(f".*{HELD_SUFFIX}"))
+
+
+def _notes(hostsdir: str, net: str) -> tuple[list[Path], list[Path]]:
+    """(current, void) notes: void where dnsmasq started after they were made, or is not
+    running (it reads the directory afresh when it starts)."""
     started = _dnsmasq_started(net)
-    if started is None:
-        return []
-    current = []
-    for note in sorted(Path(hostsdir).glob(f".*{HELD_SUFFIX}")):
+    current, void = [], []
+    for note in _note_files(hostsdir):
         with contextlib.suppress(FileNotFoundError):
-            if note.stat().st_mtime >= started:
+            if started is not None and note.stat().st_mtime >= started:
                 current.append(note)
-    return _read_entries(current)
+            else:
+                void.append(note)
+    return current, void
 
 
 def forget(net: str, hostsdir: str) -> None:
@@ -110,7 +118,7 @@ def forget(net: str, hostsdir: str) -> None:
     reservation's file appears: either way it ends up with the new file and without the
     withdrawn ones. Killed in between, the notes stay: their addresses are left alone a
     while longer, never handed out twice."""
-    notes = list(Path(hostsdir).glob(f".*{HELD_SUFFIX}"))
+    notes = _note_files(hostsdir)
     reload(net)
     faults.point("new.forgotten")
     for note in notes:
@@ -119,13 +127,7 @@ def forget(net: str, hostsdir: str) -> None:
 
 def void_notes(hostsdir: str, net: str) -> list[Path]:
     """Notes dnsmasq has forgotten since: it started after they were made, or is not running."""
-    started = _dnsmasq_started(net)
-    found = []
-    for note in sorted(Path(hostsdir).glob(f".*{HELD_SUFFIX}")):
-        with contextlib.suppress(FileNotFoundError):
-            if started is None or note.stat().st_mtime < started:
-                found.append(note)
-    return found
+    return _notes(hostsdir, net)[1]
 
 
 @contextlib.contextmanager
