@@ -9,7 +9,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lxcforge import faults, network
@@ -173,3 +173,19 @@ def release_lease(bridge: str, host: network.DhcpHost, client_id: str | None = N
     if client_id:
         argv.append(client_id)
     run(argv, check=False)
+
+
+# dhcp_release runs ~15 ms, nearly all of it process start-up: a batch runs side by side.
+RELEASES_AT_ONCE = 16
+
+
+def release_leases(bridge: str, leases: Sequence[tuple[network.DhcpHost, str | None]]) -> None:
+    """release_lease for each (host, client id), several at a time."""
+    if len(leases) <= 1:
+        for host, client_id in leases:
+            release_lease(bridge, host, client_id)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(RELEASES_AT_ONCE, len(leases))) as pool:
+        list(pool.map(lambda pair: release_lease(bridge, *pair), leases))

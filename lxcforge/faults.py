@@ -15,7 +15,7 @@ import threading
 ENV = "LXCFORGE_FAULT"
 
 # Every point lxcforge has, in the order an operation reaches them; the tests walk this list.
-NEW_STEPS = ("new.locked", "new.reclaimed", "new.reserved", "new.hostsfile", "new.snapshot", "new.fixups",
+NEW_STEPS = ("new.locked", "new.reclaimed", "new.hostsfile", "new.reserved", "new.snapshot", "new.fixups",
              "new.defined", "new.started", "new.leased")
 DESTROY_STEPS = ("destroy.killed", "destroy.undefined", "destroy.released", "destroy.deleted")
 BASE_STEPS = ("base.tmp", "base.installed", "base.published")

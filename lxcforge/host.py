@@ -134,6 +134,36 @@ def pids_of(program: str) -> list[int]:
     return found
 
 
+# The modular daemon first (Fedora), then the monolithic one (Debian 12).
+LIBVIRT_DAEMON_PID_FILES = (Path("/run/virtlxcd.pid"), Path("/run/libvirtd.pid"))
+LIBVIRT_DAEMONS = ("virtlxcd", "libvirtd")
+
+
+def libvirt_daemon_pids() -> list[int]:
+    """The libvirt daemons serving LXC, from their pid files: a scan of /proc (pids_of)
+    reads every process's name, thousands on a host full of containers, so it is only the
+    fallback where no pid file names a live daemon."""
+    found = []
+    for path in LIBVIRT_DAEMON_PID_FILES:
+        try:
+            pid = int(path.read_text().strip())
+            comm = (PROC / str(pid) / "comm").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if comm in LIBVIRT_DAEMONS:
+            found.append(pid)
+    return found or [pid for program in LIBVIRT_DAEMONS for pid in pids_of(program)]
+
+
+def threads_total() -> int | None:
+    """Threads on the host (what kernel.pid_max limits: every thread takes a pid), from
+    /proc/loadavg's running/total field: one read however many processes there are."""
+    try:
+        return int((PROC / "loadavg").read_text().split()[3].split("/")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

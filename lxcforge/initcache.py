@@ -20,8 +20,7 @@ from pathlib import Path
 from lxcforge import host
 
 CACHE = Path("/run/lxcforge/init-known.json")
-# The modular daemon first (Fedora), then the monolithic one (Debian 12).
-DAEMON_PIDS = (Path("/run/virtlxcd.pid"), Path("/run/libvirtd.pid"))
+DAEMON_PIDS = host.LIBVIRT_DAEMON_PID_FILES
 
 
 def _identity(pid: int | None) -> str | None:

@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import random
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
@@ -121,25 +121,26 @@ def parse_network_xml(xml: str) -> NetworkPlan:
     )
 
 
-def free_addresses(plan: NetworkPlan, avoid: Iterable[str] = ()) -> list[ipaddress.IPv4Address]:
-    """Addresses in the DHCP range that no reservation holds and that are not in avoid."""
-    taken = {ipaddress.IPv4Address(h.ip) for h in plan.hosts}
-    taken |= {ipaddress.IPv4Address(a) for a in avoid}
+def _free(plan: NetworkPlan, avoid: Iterable[str]) -> Iterator[ipaddress.IPv4Address]:
+    taken = {int(ipaddress.IPv4Address(h.ip)) for h in plan.hosts}
+    taken |= {int(ipaddress.IPv4Address(a)) for a in avoid}
     if plan.gateway is not None:
-        taken.add(plan.gateway.ip)
-    free = []
+        taken.add(int(plan.gateway.ip))
     for start, end in plan.ranges:
         for value in range(int(start), int(end) + 1):
-            address = ipaddress.IPv4Address(value)
-            if address not in taken:
-                free.append(address)
-    return free
+            if value not in taken:
+                yield ipaddress.IPv4Address(value)
+
+
+def free_addresses(plan: NetworkPlan, avoid: Iterable[str] = ()) -> list[ipaddress.IPv4Address]:
+    """Addresses in the DHCP range that no reservation holds and that are not in avoid."""
+    return list(_free(plan, avoid))
 
 
 def pick_address(plan: NetworkPlan, avoid: Iterable[str] = ()) -> str | None:
     """The lowest free address, or None when the range is exhausted."""
-    free = free_addresses(plan, avoid)
-    return str(free[0]) if free else None
+    first = next(_free(plan, avoid), None)
+    return None if first is None else str(first)
 
 
 def hostsdir_line(host: DhcpHost) -> str:
@@ -152,6 +153,32 @@ def dhcp_host_xml(host: DhcpHost) -> str:
     if host.name:
         attrs["name"] = host.name
     return ET.tostring(ET.Element("host", attrs), encoding="unicode")
+
+
+def xml_with_hosts(xml: str, add: Sequence[DhcpHost] = (), remove_macs: Iterable[str] = ()) -> str:
+    """A network definition with reservations added (after the others, as libvirt's
+    add-last) and others removed by MAC: a whole batch in one definition, where libvirt's
+    update takes one host at a time and rewrites the definition for each (~8 ms with 500
+    reservations, growing with them). Everything else in the definition is kept."""
+    ET.register_namespace("dnsmasq", DNSMASQ_NS)
+    root = ET.fromstring(xml)
+    dhcp = next((ip.find("dhcp") for ip in root.findall("ip")
+                 if ip.get("family", "ipv4") == "ipv4" and ip.find("dhcp") is not None), None)
+    if dhcp is None:
+        if add:
+            raise ValueError("network without IPv4 DHCP: no place for reservations")
+        return xml
+    gone = {mac.lower() for mac in remove_macs}
+    for host_el in dhcp.findall("host"):
+        if (host_el.get("mac") or "").lower() in gone:
+            dhcp.remove(host_el)
+    for host in add:
+        attrs = {"mac": host.mac, "ip": host.ip}
+        if host.name:
+            attrs["name"] = host.name
+        ET.SubElement(dhcp, "host", attrs)
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="unicode") + "\n"
 
 
 def network_xml(name: str, subnet: str, *, bridge: str | None = None, isolated: bool = False) -> str:

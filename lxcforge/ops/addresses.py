@@ -12,14 +12,14 @@ from dataclasses import replace
 from lxcforge import dhcp, faults, network
 from lxcforge.errors import AlreadyExists, CapacityError, HostNotReady, LxcforgeError, NotFound
 from lxcforge.store import Store
-from lxcforge.virt import Virt
+from lxcforge.virt import NetworkInfo, Virt
 
 log = logging.getLogger(__name__)
 
 ADDRESS_LOCK = "addresses"
 
 
-def network_plan(virt: Virt, name: str) -> network.NetworkPlan:
+def active_network(virt: Virt, name: str) -> NetworkInfo:
     info = virt.network(name)
     if info is None:
         raise NotFound(f"network {name} does not exist",
@@ -27,7 +27,11 @@ def network_plan(virt: Virt, name: str) -> network.NetworkPlan:
     if not info.active:
         raise HostNotReady(f"network {name} is not active",
                            hint=f"virsh -c lxc:/// net-start {name}")
-    return network.parse_network_xml(info.xml)
+    return info
+
+
+def network_plan(virt: Virt, name: str) -> network.NetworkPlan:
+    return network.parse_network_xml(active_network(virt, name).xml)
 
 
 def leased_elsewhere(virt: Virt, plan: network.NetworkPlan) -> list[str]:
@@ -88,60 +92,60 @@ Reservation = tuple[network.DhcpHost, ipaddress.IPv4Interface | None]
 def reserve_addresses(virt: Virt, pool: Store, wanted: Sequence[tuple[str, str]],
                       requested_ip: str | None = None) -> dict[str, Reservation]:
     """Reserve an address for each (name, network) under the one address lock and each
-    network's lock (dhcp.network_lock, taken in order), reading each network once:
-    allocation is the serial part of making containers, so it is one short critical section
-    for a whole batch rather than one per container. The caller holds the names' locks and
-    has reclaimed their orphans (reclaim_orphans)."""
+    network's lock (dhcp.network_lock, taken in order), reading each network once and
+    writing each network's definition once: allocation is the serial part of making
+    containers, so it is one short critical section for a whole batch rather than one per
+    container. The caller holds the names' locks and has reclaimed their orphans
+    (reclaim_orphans)."""
     reserved: dict[str, Reservation] = {}
     owner = str(pool.root)
     nets = sorted({net for _name, net in wanted})
     with pool.lock(ADDRESS_LOCK), contextlib.ExitStack() as locks:
         for net in nets:
             locks.enter_context(dhcp.network_lock(net))
-        plans: dict[str, network.NetworkPlan] = {}
-        leased: dict[str, list[str]] = {}
-        held: dict[str, list[network.DhcpHost]] = {}
         try:
-            for name, net in wanted:
-                if net not in plans:
-                    plans[net] = network_plan(virt, net)
-                    leased[net] = leased_elsewhere(virt, plans[net])
-                    held[net] = dhcp.held(plans[net].hostsdir, net)
-                plan = plans[net]
-                try:
-                    entry = choose_address(plan, name, requested_ip, leased[net], owner, held[net])
-                except AddressHeld:
-                    # Only what dnsmasq holds for destroyed containers would do: one reload frees it all.
-                    dhcp.forget(net, str(plan.hostsdir))
-                    held[net] = []
-                    entry = choose_address(plan, name, requested_ip, leased[net], owner)
-                _reserve(virt, plan, entry)
-                faults.point("new.reserved")
-                plans[net] = replace(plan, hosts=(*plan.hosts, entry))
-                reserved[name] = (entry, plan.gateway)
+            for net in nets:
+                names = [name for name, wanted_net in wanted if wanted_net == net]
+                info = active_network(virt, net)
+                plan = network.parse_network_xml(info.xml)
+                leased = leased_elsewhere(virt, plan)
+                held = dhcp.held(plan.hostsdir, net)
+                entries = []
+                for name in names:
+                    try:
+                        entry = choose_address(plan, name, requested_ip, leased, owner, held)
+                    except AddressHeld:
+                        # Only what dnsmasq holds for destroyed containers would do: one reload frees it all.
+                        dhcp.forget(net, str(plan.hostsdir))
+                        held = []
+                        entry = choose_address(plan, name, requested_ip, leased, owner)
+                    plan = replace(plan, hosts=(*plan.hosts, entry))
+                    entries.append(entry)
+                    reserved[name] = (entry, plan.gateway)  # from here on, a failure drops it
+                _reserve(virt, info, plan, entries)
         except BaseException:
             network_of = dict(wanted)
             drop_reservations(virt, [(network_of[name], entry) for name, (entry, _gw) in reserved.items()],
                               locked=True)
             raise
-    return reserved
+    return {name: reserved[name] for name, _net in wanted}
 
 
-def _reserve(virt: Virt, plan: network.NetworkPlan, entry: network.DhcpHost) -> None:
-    """A static DHCP reservation: always in the network's persistent definition (the truth
-    `virsh net-dumpxml --inactive` shows); made live through dnsmasq's watched hosts
-    directory on lxcforge's networks, or through libvirt's live update elsewhere."""
-    host_xml = network.dhcp_host_xml(entry)
-    if plan.hostsdir:
-        virt.add_dhcp_host(plan.name, host_xml, live=False)
-        faults.point("new.hostsfile")
-        try:
-            dhcp.publish(plan.hostsdir, entry)
-        except OSError:
-            virt.remove_dhcp_host(plan.name, host_xml, live=False)
-            raise
-    else:
-        virt.add_dhcp_host(plan.name, host_xml)
+def _reserve(virt: Virt, info: NetworkInfo, plan: network.NetworkPlan, entries: Sequence[network.DhcpHost]) -> None:
+    """Static DHCP reservations: always in the network's persistent definition (the truth
+    `virsh net-dumpxml --inactive` shows; one definition for the batch); made live through
+    dnsmasq's watched hosts directory on lxcforge's networks, or through libvirt's live
+    update, one at a time, elsewhere."""
+    if not plan.hostsdir or not info.persistent:
+        for entry in entries:
+            virt.add_dhcp_host(plan.name, network.dhcp_host_xml(entry))
+            faults.point("new.reserved")
+        return
+    virt.define_network_config(network.xml_with_hosts(info.xml, entries))
+    faults.point("new.hostsfile")  # once per network and batch
+    for entry in entries:
+        dhcp.publish(plan.hostsdir, entry)
+        faults.point("new.reserved")
 
 
 def by_network(pairs: Sequence[tuple[str, network.DhcpHost]]) -> dict[str, list[network.DhcpHost]]:
@@ -186,9 +190,8 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
     plan = network.parse_network_xml(info.xml)
     macs = {e.mac for e in entries}
     if info.active and info.bridge:
-        for lease in virt.leases(net):
-            if lease.mac in macs:
-                dhcp.release_lease(info.bridge, network.DhcpHost(lease.mac, lease.ip), lease.client_id)
+        dhcp.release_leases(info.bridge, [(network.DhcpHost(lease.mac, lease.ip), lease.client_id)
+                                          for lease in virt.leases(net) if lease.mac in macs])
     # Noted as held before the definition says the address is free.
     if plan.hostsdir:
         for mac in macs:
@@ -199,10 +202,20 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
     started_with: set[str] = set()
     if plan.hostsdir and info.active:
         started_with = {h.mac for h in network.parse_network_xml(virt.live_network_xml(net)).hosts}
+    config_only = []
     for existing in plan.hosts:
-        if existing.mac in macs:
-            live = not plan.hostsdir or existing.mac in started_with
-            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=live)
+        if existing.mac not in macs:
+            continue
+        if plan.hostsdir and info.persistent and existing.mac not in started_with:
+            config_only.append(existing.mac)
+        else:
+            virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir or
+                                  existing.mac in started_with)
+    if config_only:
+        # One definition for the batch; read again, the live updates above changed it.
+        current = virt.network(net)
+        if current is not None:
+            virt.define_network_config(network.xml_with_hosts(current.xml, remove_macs=config_only))
 
 
 def orphaned_reservations(virt: Virt, owner: str, domains: set[str],

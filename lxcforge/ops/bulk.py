@@ -183,18 +183,18 @@ def new_many(
     base = container_ops.resolve_base(settings, pool, options.base)
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections, \
             contextlib.ExitStack() as locks:
-        for net in nets:
-            addresses.network_plan(virt, net)  # refuse a missing or inactive network first
+        # A missing or inactive network is refused first.
+        plans = {net: addresses.network_plan(virt, net) for net in nets}
         # Every name of the batch is locked from here to the end: whatever else exists under
         # these names and has no domain is a leftover of a killed lxcforge, safe to reclaim.
         for name in wanted:
             locks.enter_context(container_ops.name_lock(pool, name))
         faults.point("new.locked")
-        for name in wanted:
-            if pool.is_pending(name):
-                # A new or destroy of this name was killed half way: finish it off first.
-                log.warning("%s: removing what an interrupted lxcforge left half made", name)
-                container_ops.destroy(settings, name, missing_ok=True, virt=virt, pool=pool, locked=True)
+        finished_off = [name for name in wanted if pool.is_pending(name)]
+        for name in finished_off:
+            # A new or destroy of this name was killed half way: finish it off first.
+            log.warning("%s: removing what an interrupted lxcforge left half made", name)
+            container_ops.destroy(settings, name, missing_ok=True, virt=virt, pool=pool, locked=True)
         existing = set(virt.domain_names())
         clash = [n for n in wanted if n in existing]
         if clash:
@@ -202,8 +202,8 @@ def new_many(
             raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}" if len(wanted) > 1
                                 else f"container {clash[0]} already exists",
                                 hint="choose other names, or destroy them first")
-        _reclaim(virt, pool, settings, wanted, existing)
-        plans = {net: addresses.network_plan(virt, net) for net in nets}
+        if _reclaim(virt, pool, settings, wanted, existing) or finished_off:
+            plans = {net: addresses.network_plan(virt, net) for net in nets}  # read again: changed since
         foreign = [(n, net) for n in wanted for net, plan in plans.items() if addresses.reservation_holder(plan, n)]
         if foreign:
             name, net = foreign[0]
@@ -251,9 +251,10 @@ def _half_made(virt: Virt, pool: Store, name: str) -> bool:
         return True  # cannot tell (libvirtd unreachable): keep the mark
 
 
-def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str], existing: set[str]) -> None:
+def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str], existing: set[str]) -> bool:
     """Remove what a killed lxcforge left under these names (they are locked and have no
-    domain): this store's reservations, hosts files and leases, and the subvolume."""
+    domain): this store's reservations, hosts files and leases, and the subvolume. Whether
+    there was any."""
     wanted_set = set(wanted)
     orphans = addresses.orphaned_reservations(virt, str(settings.store), existing)
     drop = [pair for name, pairs in orphans.items() if name in wanted_set for pair in pairs]
@@ -266,6 +267,7 @@ def _reclaim(virt: Virt, pool: Store, settings: Settings, wanted: Sequence[str],
         log.warning("reclaimed what an interrupted lxcforge left: %s",
                     ", ".join([f"reservation {e.name} on {n}" for n, e in drop] + [str(p) for p in leftovers]))
     faults.point("new.reclaimed")
+    return bool(drop or leftovers)
 
 
 def _run_creations(

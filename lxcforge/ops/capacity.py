@@ -70,28 +70,41 @@ def _tune_fix(name: str) -> str:
 @dataclass(frozen=True)
 class HostLoad:
     running_containers: int
-    processes: int
+    pids_in_use: int  # threads: each takes a pid
     ptys: int
     mem_available: int
     libvirtd_nofile: int | None
     inotify_in_use: int = 0
 
 
-def host_load(virt: Virt) -> HostLoad:
+# Host processes' inotify instances besides the containers' (a desktop holds a few hundred).
+INOTIFY_HOST_ALLOWANCE = 512
+
+
+def must_count_inotify(running: int, adding: int, limit: int | None) -> bool:
+    """Whether inotify instances must be counted: the count reads every root process's
+    descriptors (tens of thousands with 1000 containers), so it is made only where a
+    generous estimate of the use after this batch comes near the limit."""
+    return limit is not None and (running + adding) * INOTIFY_PER_CONTAINER + INOTIFY_HOST_ALLOWANCE > limit
+
+
+def host_load(virt: Virt, adding: int = 0, inotify_limit: int | None = None) -> HostLoad:
+    """What the host already carries; each figure read in O(1) of the containers on it,
+    except inotify instances, counted only near their limit (must_count_inotify)."""
     running = virt.running_count()
-    processes = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
     meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
     available = int(meminfo.get("MemAvailable", "0 kB").split()[0]) * 1024
     nofile = None
-    for pid in host.pids_of("libvirtd") + host.pids_of("virtlxcd"):
+    for pid in host.libvirt_daemon_pids():
         try:
             for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
                 if line.startswith("Max open files"):
                     nofile = int(line.split()[3])
         except (OSError, ValueError, IndexError):
             continue
-    return HostLoad(running, processes, _sysctl_int("kernel.pty.nr") or 0, available, nofile,
-                    host.inotify_instances_of_root())
+    inotify = host.inotify_instances_of_root() if must_count_inotify(running, adding, inotify_limit) else 0
+    return HostLoad(running, host.threads_total() or 0, _sysctl_int("kernel.pty.nr") or 0, available, nofile,
+                    inotify)
 
 
 def evaluate(
@@ -137,7 +150,7 @@ def evaluate(
             "kernel keys", f"kernel.keys.maxkeys = {maxkeys} keys per host user; {total} unprivileged containers "
             f"of one id range need about {total * KEYS_PER_CONTAINER}", _tune_fix("kernel.keys.maxkeys")))
     pid_max = sysctls.get("kernel.pid_max")
-    if pid_max is not None and load.processes + count * PIDS_PER_CONTAINER > pid_max:
+    if pid_max is not None and load.pids_in_use + count * PIDS_PER_CONTAINER > pid_max:
         problems.append(Problem("pid max", f"kernel.pid_max = {pid_max} is too low for {count} more containers",
                                 _tune_fix("kernel.pid_max")))
     pty_max = sysctls.get("kernel.pty.max")
@@ -200,7 +213,8 @@ def check_new(virt: Virt, pool: Store, plans: Mapping[str, network.NetworkPlan],
         memory = domain.parse_size(options.memory)
     except ValueError:
         memory = 0
-    return evaluate(count, host_load(virt), plans, free_by_network, ports_by_network, memory, sysctls,
+    load = host_load(virt, count, sysctls.get("fs.inotify.max_user_instances"))
+    return evaluate(count, load, plans, free_by_network, ports_by_network, memory, sysctls,
                     raise_own_nofile(), _free_bytes(pool.root), store.quotas_enabled(pool.root),
                     unprivileged=options.idmap_offset is not None)
 

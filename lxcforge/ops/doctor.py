@@ -65,7 +65,7 @@ def check_store(settings: Settings) -> list[Check]:
 def check_libvirt(settings: Settings) -> list[Check]:
     checks = []
     mounts = host.mounts()
-    daemon_pids = host.pids_of("libvirtd") + host.pids_of("virtlxcd")
+    daemon_pids = host.libvirt_daemon_pids()
     if host.has_hybrid_cgroups(mounts):
         seen_by_daemon = []
         for pid in daemon_pids:

@@ -169,6 +169,10 @@ def test_exec_stop_start_destroy(
     result = new(cached_pool, [name], "--base", debian_base, "--network", session_network)
     assert result.returncode == 0, result.stderr
     address = json.loads(result.stdout)["created"][0]["ipv4"]
+    # Leases are read from libvirt's status file, not asked of libvirtd: the same answer.
+    from_file = virt.leases(session_network)
+    assert address in {lease.ip for lease in from_file}
+    assert sorted(from_file, key=repr) == sorted(virt.leases(session_network, from_libvirt=True), key=repr)
 
     ran = subprocess.run([sys.executable, "-m", "lxcforge", "--store", str(cached_pool.root), "exec", name, "--",
                           "sh", "-c", "read line; echo got:$line; echo oops >&2; exit 7"],

@@ -114,7 +114,9 @@ def test_kill_bulk_new_at_every_step_keeps_only_complete_containers(
         prefix = f"b{unique}{i}-"
         names = [f"{prefix}{n}" for n in range(1, 7)]
         # The third time the step is reached: some containers of the batch are further along.
-        occurrence = 1 if step in ("new.locked", "new.reclaimed") else 3
+        # Steps once per batch: the first time; once per chunk of reservations (-j 2: four,
+        # then more as the first finish): the second.
+        occurrence = {"new.locked": 1, "new.reclaimed": 1, "new.hostsfile": 2}.get(step, 3)
         killed_at(minimal_store, f"{step}@{occurrence}", "new", "--count", "6", "--prefix", prefix, "--network", net,
                   "-j", "2")
         assert lxcforge(minimal_store.root, "gc").returncode == 0

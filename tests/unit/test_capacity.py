@@ -9,7 +9,7 @@ DEFAULT_SYSCTLS = {
     "net.ipv4.neigh.default.gc_thresh3": 1024,
     "net.core.netdev_max_backlog": 1000,
 }
-LOAD = HostLoad(running_containers=0, processes=200, ptys=2, mem_available=20 * 1024**3, libvirtd_nofile=65536,
+LOAD = HostLoad(running_containers=0, pids_in_use=200, ptys=2, mem_available=20 * 1024**3, libvirtd_nofile=65536,
                 inotify_in_use=2)
 
 
@@ -98,3 +98,30 @@ def test_unprivileged_containers_of_one_range_need_kernel_keys() -> None:
     assert "kernel keys" in problems(True)  # 60 x 8 keys over the default quota of 200
     assert "kernel keys" not in problems(False)  # root's own quota is another
     assert "kernel keys" not in whats(evaluate(60, dict(capacity.TUNED)))
+
+
+def test_inotify_instances_are_counted_only_near_the_limit() -> None:
+    # 1000 containers on a tuned host: far from 8192, no scan of every process's descriptors.
+    assert not capacity.must_count_inotify(1000, 20, capacity.TUNED["fs.inotify.max_user_instances"])
+    assert capacity.must_count_inotify(1300, 20, capacity.TUNED["fs.inotify.max_user_instances"])
+    # The default 128 is near from the first container: always counted, as before.
+    assert capacity.must_count_inotify(0, 1, 128)
+    assert not capacity.must_count_inotify(0, 1, None)
+
+
+class _Running:
+    def __init__(self, running: int) -> None:
+        self.running = running
+
+    def running_count(self) -> int:
+        return self.running
+
+
+def test_host_load_skips_the_inotify_scan_far_from_the_limit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    scans = []
+    monkeypatch.setattr(capacity.host, "inotify_instances_of_root", lambda: scans.append(1) or 7)
+    far = capacity.host_load(_Running(10), 20, 8192)  # type: ignore[arg-type]
+    assert scans == [] and far.inotify_in_use == 0
+    near = capacity.host_load(_Running(10), 20, 128)  # type: ignore[arg-type]
+    assert scans == [1] and near.inotify_in_use == 7
+    assert near.pids_in_use > 0

@@ -34,3 +34,31 @@ def test_hybrid_cgroup_detection() -> None:
     assert not host.has_hybrid_cgroups(without_unified)
     pure_v2 = host.parse_mountinfo("30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
     assert not host.has_hybrid_cgroups(pure_v2)
+
+
+def test_libvirt_daemon_pids_come_from_pid_files(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+    from pathlib import Path
+
+    own = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    live, stale = tmp_path / "a.pid", tmp_path / "b.pid"
+    live.write_text(f"{os.getpid()}\n")
+    stale.write_text("1\n")  # pid 1 is not a libvirt daemon: a stale file is not believed
+    monkeypatch.setattr(host, "LIBVIRT_DAEMON_PID_FILES", (live, stale))
+    monkeypatch.setattr(host, "LIBVIRT_DAEMONS", (own,))
+    scanned = []
+    monkeypatch.setattr(host, "pids_of", lambda program: scanned.append(program) or [])
+    assert host.libvirt_daemon_pids() == [os.getpid()]
+    assert scanned == []
+    # No pid file names one: the scan is the fallback.
+    monkeypatch.setattr(host, "LIBVIRT_DAEMON_PID_FILES", (stale,))
+    assert host.libvirt_daemon_pids() == []
+    assert scanned == [own]
+
+
+def test_threads_total_counts_every_thread() -> None:
+    from pathlib import Path
+
+    tasks = sum(1 for _ in Path("/proc").glob("[0-9]*/task/[0-9]*"))
+    total = host.threads_total()
+    assert total is not None and abs(total - tasks) < max(50, tasks // 10)

@@ -105,3 +105,26 @@ def test_adopting_default_adds_a_hosts_directory_and_turns_stp_off_keeping_the_r
     assert "stp=\"off\"" in adopted and network.is_adopted(adopted)
     assert network.adopted_network_xml(adopted) == adopted  # once is enough
     assert network.is_adopted(network.network_xml("lab", "10.77.0.0/16"))
+
+
+def test_xml_with_hosts_adds_and_removes_a_batch_keeping_the_rest() -> None:
+    lab = network.network_xml("lab", "10.77.0.0/24", isolated=True)
+    first = network.DhcpHost("02:4c:46:00:00:02", "10.77.0.2", "a")
+    second = network.DhcpHost("02:4c:46:00:00:03", "10.77.0.3", "b")
+    added = network.xml_with_hosts(lab, [first, second])
+    plan, before = network.parse_network_xml(added), network.parse_network_xml(lab)
+    assert plan.hosts == (first, second)  # in order, after any others
+    assert (plan.name, plan.bridge, plan.forward, plan.gateway, plan.ranges, plan.hostsdir) == (
+        before.name, before.bridge, before.forward, before.gateway, before.ranges, before.hostsdir)
+    assert plan.hostsdir is not None  # the dnsmasq namespace survives the round trip
+    third = network.DhcpHost("02:4c:46:00:00:04", "10.77.0.4", "c")
+    changed = network.parse_network_xml(network.xml_with_hosts(added, [third], ["02:4C:46:00:00:02"]))
+    assert changed.hosts == (second, third)  # MACs compare without case, as libvirt's
+    assert network.parse_network_xml(network.xml_with_hosts(DEFAULT, remove_macs=["02:4c:46:00:00:01"])).hosts == ()
+
+
+def test_xml_with_hosts_refuses_a_network_without_dhcp() -> None:
+    bare = "<network><name>bare</name><ip address='10.9.0.1' prefix='24'/></network>"
+    with pytest.raises(ValueError):
+        network.xml_with_hosts(bare, [network.DhcpHost("02:4c:46:00:00:02", "10.9.0.2", "a")])
+    assert network.xml_with_hosts(bare, remove_macs=["02:4c:46:00:00:02"]) == bare
