@@ -1,6 +1,6 @@
 """dnsmasq's side of reservations: the watched hosts directory of lxcforge's networks, what
 dnsmasq still holds after a reservation is withdrawn, and ending a lease at once when a
-container goes (dhcp_release, as OpenStack does)."""
+container goes (a DHCPRELEASE on the client's behalf, as OpenStack does with dhcp_release)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import fcntl
 import logging
 import os
 import signal
+import socket
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lxcforge import faults, network
-from lxcforge.run import run, which
 
 log = logging.getLogger(__name__)
 
@@ -163,29 +164,43 @@ def reload(net: str) -> None:
         log.debug("no dnsmasq to reload for %s", net)
 
 
-def release_lease(bridge: str, host: network.DhcpHost, client_id: str | None = None) -> None:
-    """Tell dnsmasq the lease is over (as the client would), so the address is free again
-    at once instead of an hour later."""
-    if which("dhcp_release") is None:
-        log.info("dhcp_release not installed; dnsmasq keeps %s's lease until it expires", host.ip)
+DHCP_SERVER_PORT = 67
+_BOOTREQUEST, _HTYPE_ETHER, _DHCPRELEASE = 1, 1, 7
+_OPTION_MESSAGE_TYPE, _OPTION_SERVER_ID, _OPTION_CLIENT_ID, _OPTION_END = 53, 54, 61, 255
+_MAGIC_COOKIE = 0x63825363
+
+
+def release_packet(host: network.DhcpHost, server: str, client_id: str | None = None) -> bytes:
+    """The DHCPRELEASE a client sends when it gives its address back, as dnsmasq's
+    dhcp_release builds it: the lease's address and MAC, the server's address (dnsmasq
+    ignores a release for another server) and the client id the client used (dnsmasq
+    ignores one without it)."""
+    chaddr = bytes.fromhex(host.mac.replace(":", "").replace("-", ""))
+    header = struct.pack("!BBBBIHH4s4s4s4s16s64s128sI", _BOOTREQUEST, _HTYPE_ETHER, len(chaddr), 0, 0, 0, 0,
+                         socket.inet_aton(host.ip), bytes(4), bytes(4), bytes(4), chaddr, b"", b"", _MAGIC_COOKIE)
+    options = bytes([_OPTION_MESSAGE_TYPE, 1, _DHCPRELEASE, _OPTION_SERVER_ID, 4]) + socket.inet_aton(server)
+    if client_id and client_id != "*":
+        raw = bytes.fromhex(client_id.replace(":", "").replace("-", ""))
+        options += bytes([_OPTION_CLIENT_ID, len(raw)]) + raw
+    options += bytes([_OPTION_END])
+    return header + options.ljust(308, b"\0")  # dhcp_release's fixed-size packet
+
+
+def release_leases(bridge: str, server: str, leases: Sequence[tuple[network.DhcpHost, str | None]]) -> None:
+    """Tell dnsmasq the leases are over (as their clients would), so the addresses are free
+    again at once instead of an hour later: what dnsmasq's dhcp_release does, without a
+    process per lease (~15 ms each, most of a batch destroy's tail). The socket is bound to
+    the bridge, so dnsmasq takes the packet as coming from that network."""
+    if not leases:
         return
-    argv = ["dhcp_release", bridge, host.ip, host.mac]
-    if client_id:
-        argv.append(client_id)
-    run(argv, check=False)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
+            for host, client_id in leases:
+                sock.sendto(release_packet(host, server, client_id), (server, DHCP_SERVER_PORT))
+    except OSError as exc:
+        log.warning("could not release leases on %s (%s): dnsmasq keeps them until they expire", bridge, exc)
 
 
-# dhcp_release runs ~15 ms, nearly all of it process start-up: a batch runs side by side.
-RELEASES_AT_ONCE = 16
-
-
-def release_leases(bridge: str, leases: Sequence[tuple[network.DhcpHost, str | None]]) -> None:
-    """release_lease for each (host, client id), several at a time."""
-    if len(leases) <= 1:
-        for host, client_id in leases:
-            release_lease(bridge, host, client_id)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(RELEASES_AT_ONCE, len(leases))) as pool:
-        list(pool.map(lambda pair: release_lease(bridge, *pair), leases))
+def release_lease(bridge: str, server: str, host: network.DhcpHost, client_id: str | None = None) -> None:
+    release_leases(bridge, server, [(host, client_id)])

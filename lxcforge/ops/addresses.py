@@ -189,9 +189,10 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
         return
     plan = network.parse_network_xml(info.xml)
     macs = {e.mac for e in entries}
-    if info.active and info.bridge:
-        dhcp.release_leases(info.bridge, [(network.DhcpHost(lease.mac, lease.ip), lease.client_id)
-                                          for lease in virt.leases(net) if lease.mac in macs])
+    if info.active and info.bridge and plan.gateway is not None:
+        dhcp.release_leases(info.bridge, str(plan.gateway.ip),
+                            [(network.DhcpHost(lease.mac, lease.ip), lease.client_id)
+                             for lease in virt.leases(net) if lease.mac in macs])
     # Noted as held before the definition says the address is free.
     if plan.hostsdir:
         for mac in macs:

@@ -198,14 +198,14 @@ def _reservations(sweep: _Sweep, alive: set[str]) -> None:
             if void:
                 sweep.found(Item("dnsmasq note", f"{len(void)} withdrawn on {net}", "dnsmasq restarted since"),
                             partial(_forget_void, net, plan.hostsdir))
-        if info.active and info.bridge:
+        if info.active and info.bridge and plan.gateway is not None:
             for lease in sweep.virt.leases(net):
                 name = lease.hostname
                 if (lease.mac not in reserved and name and name not in alive
                         and network.owned_by(lease.mac, name, sweep.owner)):
                     sweep.found(Item("lease", f"{name} {lease.ip} on {net}", lease.mac),
-                                partial(dhcp.release_lease, info.bridge, network.DhcpHost(lease.mac, lease.ip),
-                                        lease.client_id), lock_name=name,
+                                partial(dhcp.release_lease, info.bridge, str(plan.gateway.ip),
+                                        network.DhcpHost(lease.mac, lease.ip), lease.client_id), lock_name=name,
                                 still=partial(_unreserved, sweep, net, lease.mac, name))
 
 

@@ -123,3 +123,36 @@ def test_store_that_is_not_btrfs_is_refused_and_left_alone(tmp_path: Path) -> No
     assert "not on btrfs" in result.stderr and "hint:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_lease_release_is_what_dhcp_release_sends(unique: str) -> None:
+    """lxcforge sends DHCPRELEASE itself (no process per lease): byte for byte what dnsmasq's
+    own dhcp_release sends, received on the server address of a throwaway namespace."""
+    from lxcforge import dhcp
+
+    ns = f"lxr{unique}"[:15]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for argv in (["link", "add", "r0", "type", "veth", "peer", "name", "r1"],
+                     ["addr", "add", "10.99.0.1/24", "dev", "r0"], ["link", "set", "r0", "up"],
+                     ["link", "set", "r1", "up"], ["link", "set", "lo", "up"]):
+            subprocess.run(["ip", "-n", ns, *argv], check=True)
+        probe = f"""
+import socket, subprocess, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from lxcforge import dhcp, network
+listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+listener.bind(("0.0.0.0", dhcp.DHCP_SERVER_PORT))
+listener.settimeout(5)
+subprocess.run(["dhcp_release", "r0", "10.99.0.7", "02:4c:46:aa:bb:cc", "01:02:4c:46:aa:bb:cc"], check=True)
+theirs = listener.recv(2048)
+dhcp.release_leases("r0", "10.99.0.1", [(network.DhcpHost("02:4c:46:aa:bb:cc", "10.99.0.7"), "01:02:4c:46:aa:bb:cc")])
+print((theirs == listener.recv(2048)) and len(theirs))
+"""
+        ran = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=30)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == str(len(dhcp.release_packet(network.DhcpHost("02:4c:46:aa:bb:cc", "10.99.0.7"),
+                                                                  "10.99.0.1")))
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

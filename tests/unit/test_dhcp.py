@@ -88,3 +88,26 @@ def test_only_held_addresses_left_asks_for_a_reload() -> None:
     with pytest.raises(addresses.CapacityError) as exhausted:
         addresses.choose_address(full, "new", None, ["10.0.0.2", "10.0.0.3"], "/s")
     assert not isinstance(exhausted.value, addresses.AddressHeld)
+
+
+def test_release_packet_fields() -> None:
+    import socket
+    import struct
+
+    from lxcforge import network
+
+    host = network.DhcpHost("02:4c:46:aa:bb:cc", "10.99.0.7")
+    packet = dhcp.release_packet(host, "10.99.0.1", "01:02:4c:46:aa:bb:cc")
+    assert len(packet) == 548  # dhcp_release's fixed size
+    op, htype, hlen = packet[0], packet[1], packet[2]
+    assert (op, htype, hlen) == (1, 1, 6)
+    assert socket.inet_ntoa(packet[12:16]) == "10.99.0.7"  # ciaddr: the address given back
+    assert packet[28:34] == bytes.fromhex("024c46aabbcc")
+    assert struct.unpack("!I", packet[236:240])[0] == 0x63825363
+    options = packet[240:]
+    assert options[:3] == bytes([53, 1, 7])  # DHCPRELEASE
+    assert options[3:5] == bytes([54, 4]) and socket.inet_ntoa(options[5:9]) == "10.99.0.1"
+    assert options[9:11] == bytes([61, 7]) and options[11:18] == bytes.fromhex("01024c46aabbcc")
+    assert options[18] == 255
+    # Without a client id (or '*'), no option 61.
+    assert dhcp.release_packet(host, "10.99.0.1", "*")[249] == 255
