@@ -333,6 +333,28 @@ class Virt:
             if dom.isActive():
                 raise LxcforgeError(f"cannot stop {name}: {_message(exc)}") from exc
 
+    def destroy_frozen(self, name: str) -> bool:
+        """Stop at once by freezing the container first: libvirt's destroy then kills a
+        paused container's whole cgroup with SIGKILL and is done (~40 ms), where a running
+        one gets SIGTERM and ~200 ms sleeps until it is gone (virCgroupKillPainfully), which
+        queue up in parallel batches. False, with the container as it was, where freezing
+        or that destroy fails (no freezer, say): the caller stops it the other way."""
+        dom = self._dom(name)
+        try:
+            if not dom.isActive():
+                return True
+            dom.suspend()
+        except libvirt.libvirtError:
+            return False
+        try:
+            dom.destroy()
+            return True
+        except libvirt.libvirtError:
+            with contextlib.suppress(libvirt.libvirtError):
+                if dom.isActive():
+                    dom.resume()
+            return False
+
     def shutdown(self, name: str) -> None:
         dom = self._dom(name)
         try:

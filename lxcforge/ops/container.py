@@ -318,8 +318,11 @@ class Creator:
 
 
 def _kill(virt: Virt, name: str) -> None:
-    """Stop at once: SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a
-    systemd init to ignore SIGTERM)."""
+    """Stop at once: frozen, then destroyed (Virt.destroy_frozen); where that cannot be,
+    SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a systemd init to
+    ignore SIGTERM)."""
+    if virt.destroy_frozen(name):
+        return
     pid = host.lxc_init_pid(name)
     if pid is not None:
         try:
