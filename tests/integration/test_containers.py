@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lxcforge import dhcp, network, store
+from lxcforge import dhcp, host, network, store
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store
 from lxcforge.virt import Virt
@@ -359,3 +359,29 @@ def test_adopting_a_network_like_default_makes_its_reservations_fast(
             lxcforge(loop_store.root, "destroy", "--missing-ok", container)
         virt.remove_network(name)
         dhcp.remove_hostsdir(network.hostsdir_for(name))
+
+
+@pytest.mark.smoke
+def test_destroy_kills_a_frozen_container_in_one_go(
+    minimal_store: Store, minimal_net: str, unique: str, virt: Virt
+) -> None:
+    """destroy freezes first: libvirt then SIGKILLs the paused container's cgroup at once
+    instead of SIGTERM and 200 ms rounds. Everything of it must still go."""
+    name = f"f{unique}"
+    made = lxcforge(minimal_store.root, "new", name, "--network", minimal_net)
+    assert made.returncode == 0, made.stderr
+    controller, init = host.lxc_controller_pid(name), host.lxc_init_pid(name)
+    assert controller and init
+    assert virt.destroy_frozen(name)  # the freezer took it (False: the slow way was needed)
+    assert virt.state(name) == "shut off"
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in (controller, init)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in (controller, init))
+    left = subprocess.run(["find", "/sys/fs/cgroup", "-maxdepth", "5", "-name", f"*{name}*"], capture_output=True,
+                          text=True).stdout.split()
+    assert left == []
+    assert virt.destroy_frozen(name)  # not running: nothing to do
+    gone = lxcforge(minimal_store.root, "destroy", name)
+    assert gone.returncode == 0, gone.stderr
+    assert not virt.domain_exists(name)
