@@ -38,6 +38,7 @@ import json
 import random
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -526,6 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     lxcforge("--store", str(store), "store", "attach")
     if args.base == "minimal-1" and not (store / "bases" / "minimal-1").exists():
         lxcforge("--store", str(store), "base", "--distro", "minimal", "--release", "1")
+    if not (store / "bases" / args.base).exists():
+        raise SystemExit(f"error: no base {args.base} in {store}\n"
+                         f"hint: build it first (lxcforge --store {store} base --distro debian --release bookworm), "
+                         "or pick one from 'lxcforge base list'")
+    if args.lxc and shutil.which("lxc-start") is None:
+        raise SystemExit("error: --lxc needs LXC 5.0 (lxc-copy, lxc-start)\nhint: apt-get install lxc (Debian) or "
+                         "dnf install lxc (Fedora)")
     sweeps: list[tuple[str, Sequence[str]]] = [("lxcforge", jobs)]
     if args.lxc:
         sweeps.append(("lxc", lxc_parallel))
