@@ -408,6 +408,8 @@ def test_scale_main_alternates_sweeps_writes_json_and_removes_its_networks(monke
 
     monkeypatch.setattr(scale, "lxcforge", fake_lxcforge)
     monkeypatch.setattr(scale, "free_subnet", lambda prefix=24: "10.99.0.0/21")
+    monkeypatch.setattr(scale.shutil, "which", lambda program: f"/usr/bin/{program}")  # LXC "installed"
+    (tmp_path / "bases" / "b").mkdir(parents=True)
     monkeypatch.setattr(scale, "run_lxcforge", fake_lxcforge_run)
     monkeypatch.setattr(scale, "run_lxc", fake_lxc_run)
     output = tmp_path / "scale.json"
@@ -442,6 +444,7 @@ def test_scale_main_interrupted_summarises_what_ran_and_cleans_up(
 
     monkeypatch.setattr(scale, "lxcforge", lambda *args, check=True: calls.append(args) or FakeResult())
     monkeypatch.setattr(scale, "free_subnet", lambda prefix=24: "10.99.0.0/21")
+    (tmp_path / "bases" / "b").mkdir(parents=True)
     monkeypatch.setattr(scale, "run_lxcforge", fake_run)
     status = scale.main(["--store", str(tmp_path), "--base", "b", "--count", "10", "--skip-2013", "--jobs", "4,8",
                          "--json", "--no-owner-split"])
@@ -534,3 +537,16 @@ def test_bootcpu_reads_perf_samples_by_command() -> None:
     found = bootcpu.parse_report(report)
     assert found == {"systemd": 125 * 1000 / bootcpu.PERF_HZ, "kworker/u8:1-bt": 5 * 1000 / bootcpu.PERF_HZ,
                      "(d-logind)": 1000 / bootcpu.PERF_HZ}  # idle (swapper) left out
+
+
+def test_scale_refuses_a_missing_base_or_lxc_before_any_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(scale, "lxcforge", lambda *args, check=True: calls.append(args) or FakeResult())
+    monkeypatch.setattr(scale, "run_lxcforge", lambda *args: pytest.fail("ran without a base"))
+    with pytest.raises(SystemExit, match="no base nosuch"):
+        scale.main(["--store", str(tmp_path), "--base", "nosuch", "--count", "2", "--skip-2013"])
+    (tmp_path / "bases" / "b").mkdir(parents=True)
+    monkeypatch.setattr(scale.shutil, "which", lambda program: None)
+    with pytest.raises(SystemExit, match="--lxc needs LXC"):
+        scale.main(["--store", str(tmp_path), "--base", "b", "--count", "2", "--skip-2013", "--lxc"])
+    assert not any("network" in call for call in calls)  # nothing made
