@@ -134,8 +134,8 @@ def void_notes(hostsdir: str, net: str) -> list[Path]:
 @contextlib.contextmanager
 def network_lock(net: str) -> Iterator[None]:
     """Reservations and withdrawals on one network one at a time, across processes and
-    stores (a flock in its hosts directory; none where it has no hosts directory: libvirt's
-    live updates serialise those)."""
+    stores (a flock in its hosts directory; none where the network has no
+    hosts directory: libvirt's live updates serialise those)."""
     hostsdir = Path(network.hostsdir_for(net))
     if not hostsdir.is_dir():
         yield
@@ -194,13 +194,19 @@ def release_leases(bridge: str, server: str, leases: Sequence[tuple[network.Dhcp
     if not leases:
         return
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
-            for host, client_id in leases:
-                sock.sendto(release_packet(host, server, client_id), (server, DHCP_SERVER_PORT))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
     except OSError as exc:
         log.warning("could not release leases on %s (%s): dnsmasq keeps them until they expire", bridge, exc)
+        return
+    with sock:
+        for host, client_id in leases:
+            try:
+                sock.sendto(release_packet(host, server, client_id), (server, DHCP_SERVER_PORT))
+            except (OSError, ValueError) as exc:  # ValueError: a client id that is not hex
+                log.warning("could not release %s on %s (%s): dnsmasq keeps it until it expires", host.ip, bridge, exc)
 
 
 def release_lease(bridge: str, server: str, host: network.DhcpHost, client_id: str | None = None) -> None:
+    """release_leases for one (gc's leases of containers gone)."""
     release_leases(bridge, server, [(host, client_id)])

@@ -6,6 +6,8 @@ import contextlib
 import ipaddress
 import os
 import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +182,26 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def has_exited(pid: int) -> bool:
+    """Gone, or a zombie: a process that has left its cgroups and namespaces."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_exited(pids: Iterable[int], timeout: float) -> bool:
+    """Wait until every pid has exited (has_exited); False if some are left after timeout."""
+    waiting = list(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [pid for pid in waiting if not has_exited(pid)]
+        if not waiting or time.monotonic() >= deadline:
+            return not waiting
+        time.sleep(0.01)
 
 
 LIBVIRT_LXC_STATE = Path("/run/libvirt/lxc")

@@ -94,8 +94,9 @@ def parse_network_xml(xml: str) -> NetworkPlan:
         if address is None:
             continue
         prefix = ip_el.get("prefix") or ip_el.get("netmask") or "24"
-        gateway = ipaddress.IPv4Interface(f"{address}/{prefix}")
         dhcp = ip_el.find("dhcp")
+        if gateway is None or dhcp is not None:  # the address serving DHCP, where one does
+            gateway = ipaddress.IPv4Interface(f"{address}/{prefix}")
         if dhcp is None:
             continue
         for range_el in dhcp.findall("range"):

@@ -138,7 +138,7 @@ class Virt:
         self._networks.pop(name, None)
         self._bridges.pop(name, None)
 
-    def network(self, name: str) -> NetworkInfo | None:
+    def network(self, name: str, _retry: bool = False) -> NetworkInfo | None:
         try:
             net = self._net(name)
         except NotFound:
@@ -147,17 +147,18 @@ class Virt:
             bridge = net.bridgeName()
         except libvirt.libvirtError:
             bridge = None
-        persistent = bool(net.isPersistent())
         # The persistent definition: reservations made config-only (see network.HOSTSDIR_ROOT)
         # are there, not in the live one.
         try:
+            persistent = bool(net.isPersistent())
             xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE if persistent else 0)
             active = bool(net.isActive())
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                self._forget_network(name)  # removed since it was looked up
-                return None
-            raise
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK or _retry:
+                raise LxcforgeError(f"network {name!r}: {_message(exc)}") from exc
+            # Removed (or removed and made again) since this connection looked it up.
+            self._forget_network(name)
+            return self.network(name, _retry=True)
         return NetworkInfo(name=name, active=active, persistent=persistent, bridge=bridge, xml=xml)
 
     def live_network_xml(self, name: str) -> str:
@@ -209,8 +210,8 @@ class Virt:
         try:
             self.conn.networkDefineXML(xml)
         except libvirt.libvirtError as exc:
-            raise LxcforgeError(f"cannot update the definition of the network: {_message(exc)}",
-                                hint="check it with 'virsh -c lxc:/// net-dumpxml --inactive NAME'") from exc
+            raise LxcforgeError(f"cannot update the definition of a network: {_message(exc)}",
+                                hint=f"check it with 'virsh -c {self.uri} net-dumpxml --inactive NETWORK'") from exc
 
     def remove_network(self, name: str) -> None:
         net = self._net(name)
@@ -343,16 +344,21 @@ class Virt:
         try:
             if not dom.isActive():
                 return True
-            dom.suspend()
-        except libvirt.libvirtError:
+            paused_already = dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+            if not paused_already:
+                dom.suspend()
+        except libvirt.libvirtError as exc:
+            log.debug("%s: cannot freeze it (%s); killing it the other way", name, _message(exc))
             return False
         try:
             dom.destroy()
             return True
-        except libvirt.libvirtError:
-            with contextlib.suppress(libvirt.libvirtError):
-                if dom.isActive():
-                    dom.resume()
+        except libvirt.libvirtError as exc:
+            log.debug("%s: destroy of the frozen container failed (%s)", name, _message(exc))
+            if not paused_already:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if dom.isActive():
+                        dom.resume()
             return False
 
     def shutdown(self, name: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -141,7 +142,19 @@ def _reserve(virt: Virt, info: NetworkInfo, plan: network.NetworkPlan, entries: 
             virt.add_dhcp_host(plan.name, network.dhcp_host_xml(entry))
             faults.point("new.reserved")
         return
-    virt.define_network_config(network.xml_with_hosts(info.xml, entries))
+    # Read again just before the write: lxcforge's writers hold the network's lock, but
+    # another tool (virsh net-update) may have added a host since, which a define of the
+    # older copy would undo, or one that clashes (libvirt's update would have refused it).
+    current = virt.network(plan.name)
+    if current is None:
+        raise NotFound(f"network {plan.name} does not exist", hint="it was removed meanwhile; try again")
+    present = network.parse_network_xml(current.xml).hosts
+    clash = next((e for e in entries for h in present if e.ip == h.ip or e.mac == h.mac
+                  or (e.name and e.name == h.name)), None)
+    if clash is not None:
+        raise AlreadyExists(f"network {plan.name} gained a reservation clashing with {clash.name} ({clash.ip}) "
+                            "while it was being planned", hint="try again")
+    virt.define_network_config(network.xml_with_hosts(current.xml, entries))
     faults.point("new.hostsfile")  # once per network and batch
     for entry in entries:
         dhcp.publish(plan.hostsdir, entry)
@@ -190,9 +203,15 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
     plan = network.parse_network_xml(info.xml)
     macs = {e.mac for e in entries}
     if info.active and info.bridge and plan.gateway is not None:
-        dhcp.release_leases(info.bridge, str(plan.gateway.ip),
-                            [(network.DhcpHost(lease.mac, lease.ip), lease.client_id)
-                             for lease in virt.leases(net) if lease.mac in macs])
+        listed = {lease.mac: lease for lease in virt.leases(net) if lease.mac in macs}
+        releases = [(network.DhcpHost(lease.mac, lease.ip), lease.client_id) for lease in listed.values()]
+        # A lease dnsmasq granted just before the container was killed may not be in the
+        # status file yet (its helper writes it after): released by MAC alone, which
+        # dnsmasq matches without a client id (and ignores where it holds no such lease).
+        releases += [(network.DhcpHost(e.mac, e.ip), None) for e in entries if e.mac not in listed]
+        dhcp.release_leases(info.bridge, str(plan.gateway.ip), releases)
+        if listed:
+            _wait_unlisted(virt, net, set(listed))
     # Noted as held before the definition says the address is free.
     if plan.hostsdir:
         for mac in macs:
@@ -217,6 +236,23 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
         current = virt.network(net)
         if current is not None:
             virt.define_network_config(network.xml_with_hosts(current.xml, remove_macs=config_only))
+
+
+# dnsmasq ends a released lease at once; libvirt's lease table (the status file its helper
+# rewrites) follows a few ms later, more with many leases.
+RELEASE_SETTLE_SECONDS = 2.0
+
+
+def _wait_unlisted(virt: Virt, net: str, macs: set[str]) -> None:
+    """Until libvirt's lease table no longer lists these MACs: when destroy returns,
+    `virsh net-dhcp-leases` and the next new agree that the addresses are free."""
+    deadline = time.monotonic() + RELEASE_SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        if not any(lease.mac in macs for lease in virt.leases(net)):
+            return
+        time.sleep(0.01)
+    log.debug("leases of %s still listed on %s %.0f s after their release", ", ".join(sorted(macs)), net,
+              RELEASE_SETTLE_SECONDS)
 
 
 def orphaned_reservations(virt: Virt, owner: str, domains: set[str],

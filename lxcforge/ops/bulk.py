@@ -202,8 +202,12 @@ def new_many(
             raise AlreadyExists(f"{len(clash)} of these containers already exist: {shown}" if len(wanted) > 1
                                 else f"container {clash[0]} already exists",
                                 hint="choose other names, or destroy them first")
-        if _reclaim(virt, pool, settings, wanted, existing) or finished_off:
-            plans = {net: addresses.network_plan(virt, net) for net in nets}  # read again: changed since
+        # Read again where it matters: anything reclaimed or finished off changed the networks,
+        # and a clash or --ip must be judged on what holds now that the names are locked.
+        stale = _reclaim(virt, pool, settings, wanted, existing) or finished_off or options.ip or any(
+            addresses.reservation_holder(plan, n) for n in wanted for plan in plans.values())
+        if stale:
+            plans = {net: addresses.network_plan(virt, net) for net in nets}
         foreign = [(n, net) for n in wanted for net, plan in plans.items() if addresses.reservation_holder(plan, n)]
         if foreign:
             name, net = foreign[0]
@@ -280,10 +284,10 @@ def _run_creations(
     jobs: int,
     on_event: Event,
 ) -> tuple[list[Outcome], bool]:
-    """Reserve addresses a chunk at a time, just ahead of the workers (one network read per
-    chunk, not per container; and the first containers start at once instead of after the
-    whole batch's reservations: 4.5 ms each, 0.45 s for 100), create in parallel, and watch
-    the lease table for all of them. Returns the outcomes and whether Ctrl-C cut it short."""
+    """Reserve addresses a chunk at a time, just ahead of the workers (one network read and
+    one definition per chunk, not per container; and the first containers start at once
+    instead of after the whole batch's reservations), create in parallel, and watch the
+    lease table for all of them. Returns the outcomes and whether Ctrl-C cut it short."""
     outcomes: dict[str, Outcome] = {}
     waiting: dict[str, container_ops.Creation] = {}
     unreserved = list(wanted)

@@ -317,13 +317,25 @@ class Creator:
                 c.timed("managed", t)
 
 
+# How long a frozen container's SIGKILLed processes may take to exit.
+EXIT_WAIT_SECONDS = 10.0
+
+
 def _kill(virt: Virt, name: str) -> None:
     """Stop at once: frozen, then destroyed (Virt.destroy_frozen); where that cannot be,
     SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a systemd init to
     ignore SIGTERM)."""
+    controller = host.lxc_controller_pid(name)
+    init = host.lxc_init_pid(name)
     if virt.destroy_frozen(name):
+        # libvirt returns once the signals are sent. The container's init exits only after
+        # every process of its pid namespace has (the kernel waits for them), so once it and
+        # the controller are gone its cgroups are empty: removable, and no start of the same
+        # name meets the old controller's mounts.
+        if not host.wait_exited([pid for pid in (init, controller) if pid], EXIT_WAIT_SECONDS):
+            log.warning("%s: processes still exiting %.0f s after it was killed", name, EXIT_WAIT_SECONDS)
         return
-    pid = host.lxc_init_pid(name)
+    pid = init
     if pid is not None:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -111,3 +111,29 @@ def test_release_packet_fields() -> None:
     assert options[18] == 255
     # Without a client id (or '*'), no option 61.
     assert dhcp.release_packet(host, "10.99.0.1", "*")[249] == 255
+
+
+def test_release_leases_goes_on_past_a_bad_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[bytes] = []
+
+    class FakeSocket:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def setsockopt(self, *args: object) -> None:
+            pass
+
+        def sendto(self, packet: bytes, address: tuple[str, int]) -> None:
+            assert address == ("10.0.0.1", dhcp.DHCP_SERVER_PORT)
+            sent.append(packet)
+
+        def __enter__(self) -> "FakeSocket":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(dhcp.socket, "socket", FakeSocket)
+    other = network.DhcpHost("02:4c:46:00:00:02", "10.0.0.3")
+    dhcp.release_leases("br0", "10.0.0.1", [(WEB, "not hex"), (other, None)])
+    assert [packet[12:16] for packet in sent] == [bytes([10, 0, 0, 3])]  # the second still went

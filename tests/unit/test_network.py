@@ -128,3 +128,13 @@ def test_xml_with_hosts_refuses_a_network_without_dhcp() -> None:
     with pytest.raises(ValueError):
         network.xml_with_hosts(bare, [network.DhcpHost("02:4c:46:00:00:02", "10.9.0.2", "a")])
     assert network.xml_with_hosts(bare, remove_macs=["02:4c:46:00:00:02"]) == bare
+
+
+def test_the_gateway_is_the_address_that_serves_dhcp() -> None:
+    two = """<network><name>two</name>
+      <ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' end='10.1.0.9'/></dhcp></ip>
+      <ip address='10.2.0.1' prefix='24'/>
+    </network>"""
+    assert str(network.parse_network_xml(two).gateway) == "10.1.0.1/24"
+    bare = "<network><name>bare</name><ip address='10.9.0.1' prefix='24'/></network>"
+    assert str(network.parse_network_xml(bare).gateway) == "10.9.0.1/24"
