@@ -10,7 +10,8 @@ import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from lxcforge import dhcp, host, network
 from lxcforge.errors import LxcforgeError
 from lxcforge.rootfs import build, debian, fixups
 from lxcforge.store import Store, create_subvolume
-from lxcforge.virt import Virt
+from lxcforge.virt import Lease, Virt
 from tests.support import fedora_repo
 
 BUSYBOX = Path("/bin/busybox")
@@ -228,3 +229,15 @@ def containers(cached_pool: Store) -> Iterator[list[str]]:
     yield names
     for name in names:
         lxcforge(cached_pool.root, "destroy", "--missing-ok", name)
+
+
+def leases_of(virt: Virt, net: str, wanted: Callable[[Lease], bool], settle: float = 5.0) -> list[Lease]:
+    """The network's leases for which wanted is true, once libvirt's lease table has caught
+    up: dnsmasq ends a released lease at once, the status file its helper rewrites follows
+    one lease event at a time. An empty answer is waited for up to settle seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        found = [lease for lease in virt.leases(net) if wanted(lease)]
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)

@@ -17,7 +17,7 @@ import pytest
 from lxcforge import dhcp, faults, host, network
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import isolated_network, lxcforge
+from tests.integration.conftest import isolated_network, leases_of, lxcforge
 
 REPO = Path(__file__).resolve().parents[2]
 LIBVIRTD = REPO / "vagrant" / "libvirtd.sh"
@@ -46,7 +46,7 @@ def leftovers(pool: Store, virt: Virt, net: str, names: list[str], running: int 
     found += [f"reservation {h.name}" for h in plan.hosts if h.name in names]
     assert plan.hostsdir is not None
     found += [f"hostsfile {name}" for _mac, name in dhcp.published(plan.hostsdir) if name in names]
-    found += [f"lease {le.hostname}" for le in virt.leases(net) if le.hostname in names]
+    found += [f"lease {le.hostname}" for le in leases_of(virt, net, lambda le: le.hostname in names)]
     found += [f"lock {p.name}" for p in pool.locks.glob("*.lock") if p.name != "addresses.lock"]
     found += [f"pending {n}" for n in pool.pending_names()]
     found += [f"tmp {p.name}" for p in pool.tmp.iterdir()]
