@@ -374,7 +374,7 @@ def test_destroy_kills_a_frozen_container_in_one_go(
     assert made.returncode == 0, made.stderr
     controller, init = host.lxc_controller_pid(name), host.lxc_init_pid(name)
     assert controller and init
-    freezer = "freezer" in host.mounted_cgroup_controllers(host.mounts())
+    freezer = "freezer" in (host.mounted_cgroup_controllers(host.mounts()) or set())  # None: cgroup v2 only
     assert virt.destroy_frozen(name) == freezer
     if freezer:
         assert virt.state(name) == "shut off"
