@@ -75,14 +75,28 @@ WRAPPER = f"""#!/bin/sh
 # 3. systemd kept on the legacy layout, out of the host's cgroup2 hierarchy.
 # On cgroup v2 hosts libvirt mounts the host's whole hierarchy, writable, and opens no cgroup
 # namespace either: the same child of libvirt's group and the same namespace.
-v1() {{ grep -q "^[1-9][0-9]*:$1" /proc/self/cgroup 2>/dev/null; }}
-unified() {{ ! grep -qv '^0::' /proc/self/cgroup 2>/dev/null; }}
+# Each tool run is a fork and an exec on every boot: shell builtins wherever they do, and
+# one run of a tool for all hierarchies (mkdir, umount, mount -a: ~40 runs before, 6 now).
+v1= unified=yes systemd_v1= unified_path=
+while IFS=: read -r _ controllers path; do
+    case "$controllers" in
+        "") unified_path=$path ;;
+        name=systemd) v1=yes unified= systemd_v1=yes ;;
+        *) v1=yes unified= ;;
+    esac
+done < /proc/self/cgroup
+# In a user namespace the host's hierarchies cannot be mounted, nor libvirt's groups (the
+# host root's) written: lxcforge makes the name=systemd group for such a container.
+privileged=
+read -r _ outside count < /proc/self/uid_map 2>/dev/null || privileged=yes
+[ "$outside $count" != "0 4294967295" ] || privileged=yes
 cgroupns() {{ [ -e /proc/self/ns/cgroup ] && unshare --cgroup true 2>/dev/null; }}
-# mount -o for a /proc/self/cgroup line's controllers ("memory", "name=systemd").
-options() {{ case "$1" in name=*) echo "none,$1" ;; *) echo "$1" ;; esac; }}
-if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
+tmp=/dev/.lxcforge-cgroup
+if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && [ -n "$v1" ]; then
     uuid=${{LIBVIRT_LXC_UUID:-$$}}
-    tmp=/dev/.lxcforge-cgroup
+    # moves: "own group:libvirt's group" per hierarchy shown; hidden: "where:type:options:
+    # own:libvirt's" per hierarchy to mount first (no hierarchy, group or path has a colon).
+    moves= hidden= n=0
     while IFS=: read -r _ controllers path; do
         case "$path" in
             /machine*/{OWN_CHILD}|/{PARENT}/*) continue ;;
@@ -91,34 +105,56 @@ if [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && v1; then
             *) continue ;;
         esac
         dir="/sys/fs/cgroup/${{controllers#name=}}"
-        mounted=
         if [ -z "$controllers" ] || [ ! -f "$dir/cgroup.procs" ]; then
-            mkdir -p $tmp
-            if [ -z "$controllers" ]; then mount -t cgroup2 cgroup2 $tmp 2>/dev/null
-            else mount -t cgroup -o "$(options "$controllers")" cgroup $tmp 2>/dev/null
-            fi || continue
-            dir=$tmp mounted=yes
-        fi
-        if mkdir -p "$dir$own" 2>/dev/null; then
-            case "$controllers" in *cpuset*)
-                cat "$dir$path/cpuset.cpus" > "$dir$own/cpuset.cpus"
-                cat "$dir$path/cpuset.mems" > "$dir$own/cpuset.mems" ;;
+            [ -n "$privileged" ] || continue
+            n=$((n + 1))
+            case "$controllers" in
+                "") hidden="$hidden $tmp/$n:cgroup2:-:$own:$path" ;;
+                name=*) hidden="$hidden $tmp/$n:cgroup:none,$controllers:$own:$path" ;;
+                *) hidden="$hidden $tmp/$n:cgroup:$controllers:$own:$path" ;;
             esac
-            echo $$ > "$dir$own/cgroup.procs"
+        elif [ -d "$dir$own" ] || [ -w "$dir$path" ]; then
+            moves="$moves $dir$own:$dir$path"
         fi
-        [ -z "$mounted" ] || umount $tmp
     done < /proc/self/cgroup
-    rmdir $tmp 2>/dev/null
+    mounted=
+    if [ -n "$hidden" ]; then
+        for entry in $hidden; do mounted="$mounted ${{entry%%:*}}"; done
+        mkdir -p $mounted
+        for entry in $hidden; do
+            dir=${{entry%%:*}} rest=${{entry#*:}}
+            type=${{rest%%:*}} rest=${{rest#*:}}
+            options=${{rest%%:*}} rest=${{rest#*:}}
+            if [ "$type" = cgroup2 ]; then mount -t cgroup2 cgroup2 "$dir"
+            else mount -t cgroup -o "$options" cgroup "$dir"
+            fi 2>/dev/null && moves="$moves $dir${{rest%%:*}}:$dir${{rest#*:}}"
+        done
+    fi
+    missing=
+    for entry in $moves; do [ -d "${{entry%%:*}}" ] || missing="$missing ${{entry%%:*}}"; done
+    [ -z "$missing" ] || mkdir -p $missing 2>/dev/null
+    for entry in $moves; do
+        own=${{entry%%:*}} path=${{entry#*:}}
+        [ -d "$own" ] || continue
+        if [ -f "$own/cpuset.cpus" ]; then
+            read -r cpus < "$path/cpuset.cpus" && echo "$cpus" > "$own/cpuset.cpus"
+            read -r mems < "$path/cpuset.mems" && echo "$mems" > "$own/cpuset.mems"
+        fi
+        echo $$ > "$own/cgroup.procs"
+    done
+    if [ -n "$mounted" ]; then
+        umount $mounted 2>/dev/null
+        rmdir $mounted $tmp 2>/dev/null
+    fi
     # util-linux before 2.28 has no --cgroup: such a container keeps the host's view.
     if cgroupns; then
         LXCFORGE_INIT_STAGE=cgroupns exec unshare --cgroup "$0" "$@"
     fi
-elif [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && unified; then
+elif [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && [ -n "$unified" ]; then
     # Moved even where no namespace follows (busybox, old util-linux): exec finds the
     # container's group by that child, and joins it.
-    path=$(sed -n 's/^0:://p' /proc/self/cgroup)
-    own="/sys/fs/cgroup$path/{OWN_CHILD}"
-    case "$path" in
+    own="/sys/fs/cgroup$unified_path/{OWN_CHILD}"
+    case "$unified_path" in
         /machine*/{OWN_CHILD}) ;;
         /machine*) if mkdir -p "$own" 2>/dev/null && echo $$ > "$own/cgroup.procs" 2>/dev/null && cgroupns; then
                 LXCFORGE_INIT_STAGE=cgroupns exec unshare --cgroup "$0" "$@"
@@ -127,21 +163,30 @@ elif [ "$LXCFORGE_INIT_STAGE" != cgroupns ] && unified; then
 elif [ "$LXCFORGE_INIT_STAGE" = cgroupns ]; then
     # libvirt bind-mounted the host's hierarchies whole: mount each afresh, which in this
     # namespace shows the container's own group as its root (over libvirt's where a user
-    # namespace locks that one in place).
+    # namespace locks that one in place). One umount and one mount -a for all of them.
+    bound= entries=
     while IFS=: read -r _ controllers _; do
         dir="/sys/fs/cgroup/${{controllers#name=}}"
         [ -n "$controllers" ] && [ -f "$dir/cgroup.procs" ] || continue
-        umount "$dir" 2>/dev/null
-        mount -t cgroup -o "nosuid,nodev,noexec,$(options "$controllers")" cgroup "$dir"
+        bound="$bound $dir"
+        case "$controllers" in name=*) controllers="none,$controllers" ;; esac
+        entries="$entries
+cgroup $dir cgroup nosuid,nodev,noexec,$controllers 0 0"
     done < /proc/self/cgroup
-    if unified; then
-        umount /sys/fs/cgroup 2>/dev/null
-        mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+    if [ -n "$unified" ]; then
+        bound=/sys/fs/cgroup entries="cgroup2 /sys/fs/cgroup cgroup2 nosuid,nodev,noexec 0 0"
+    fi
+    if [ -n "$bound" ]; then
+        # (libmount parses no pipe: the list goes to a file on the container's /dev.)
+        echo "$entries" > $tmp.fstab
+        umount $bound 2>/dev/null
+        mount -a -T $tmp.fstab
+        rm -f $tmp.fstab
     fi
 fi
 unset LXCFORGE_INIT_STAGE
 legacy=
-v1 name=systemd: && legacy=systemd.legacy_systemd_cgroup_controller=1
+[ -z "$systemd_v1" ] || legacy=systemd.legacy_systemd_cgroup_controller=1
 exec /sbin/init "$@" $legacy
 """
 

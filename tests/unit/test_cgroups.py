@@ -5,35 +5,47 @@ from pathlib import Path
 
 from lxcforge import cgroups, host
 
+# Logs each run (an fstab given to mount -a with it); mkdir, rmdir and rm then do their job.
 FAKE_TOOL = """#!/bin/sh
-echo "$(basename "$0") $*" >> "$LOG"
-[ "$(basename "$0")" != unshare ] || [ -n "$UNSHARE_WORKS" ] || exit 1
+tool=$(basename "$0")
+echo "$tool $*" >> "$LOG"
+[ "$tool $1" != "mount -a" ] || sed 's/^/  /' "$3" >> "$LOG"
+case "$tool" in mkdir|rmdir|rm) exec "/bin/$tool" "$@" ;; esac
+[ "$tool" != unshare ] || [ -n "$UNSHARE_WORKS" ] || exit 1
+[ "$tool" != mount ] || [ -z "$MOUNT_FAILS" ] || exit 32
 """
+PRIVILEGED = "         0          0 4294967295\n"
+USER_NAMESPACE = "         0     100000      65536\n"
 
 
 def run_wrapper(tmp_path: Path, proc_cgroup: str, *, dirs: tuple[str, ...] = (), stage: str = "",
-                unshare: bool = False) -> tuple[list[str], list[str], Path]:
-    """The wrapper with /sys/fs/cgroup, /dev and /proc/self/cgroup moved under tmp_path and
-    mount, umount and unshare replaced by loggers; returns (its output, the tools it ran, the
-    fake /sys/fs/cgroup). dirs: hierarchies libvirt bind-mounted, with the groups given."""
+                unshare: bool = False, uid_map: str = PRIVILEGED,
+                mount_fails: bool = False) -> tuple[list[str], list[str], Path]:
+    """The wrapper with /sys/fs/cgroup, /dev and /proc/self/{cgroup,uid_map} moved under
+    tmp_path and every tool it runs replaced by a logger; returns (its output, the tools it
+    ran, the fake /sys/fs/cgroup). dirs: hierarchies libvirt bind-mounted, with the groups
+    given."""
     sysfs = tmp_path / "cgroup"
     for d in dirs:
         (sysfs / d).mkdir(parents=True, exist_ok=True)
         (sysfs / d.split("/")[0] / "cgroup.procs").write_text("")
     (tmp_path / "self-cgroup").write_text(proc_cgroup)
+    (tmp_path / "uid-map").write_text(uid_map)
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ("mount", "umount", "unshare"):
+    for tool in ("mount", "umount", "unshare", "mkdir", "rmdir", "rm"):
         (tools / tool).write_text(FAKE_TOOL)
         (tools / tool).chmod(0o755)
     script = (cgroups.WRAPPER.replace("/proc/self/cgroup", str(tmp_path / "self-cgroup"))
+              .replace("/proc/self/uid_map", str(tmp_path / "uid-map"))
               .replace("/sys/fs/cgroup", str(sysfs)).replace("/dev/.lxcforge-cgroup", str(tmp_path / "tmpmount"))
               .replace("exec /sbin/init", "echo exec-init"))
     (tmp_path / "wrapper").write_text(script)
     log = tmp_path / "log"
     log.write_text("")
     env = {"LIBVIRT_LXC_UUID": "u-1", "PATH": f"{tools}:/usr/bin:/bin", "LOG": str(log),
-           "LXCFORGE_INIT_STAGE": stage, "UNSHARE_WORKS": "yes" if unshare else ""}
+           "LXCFORGE_INIT_STAGE": stage, "UNSHARE_WORKS": "yes" if unshare else "",
+           "MOUNT_FAILS": "yes" if mount_fails else ""}
     out = subprocess.run(["sh", str(tmp_path / "wrapper")], capture_output=True, text=True, env=env).stdout
     return out.split(), log.read_text().splitlines(), sysfs
 
@@ -49,7 +61,9 @@ def test_wrapper_gives_init_groups_of_its_own_below_libvirts_and_at_the_hosts_ro
     # Below libvirt's group, so the limits libvirt set there are out of the container's reach.
     assert (sysfs / "memory" / LIBVIRT_GROUP / "container/cgroup.procs").read_text().strip().isdigit()
     assert (sysfs / "systemd/lxcforge/u-1/cgroup.procs").read_text().strip().isdigit()
-    assert ran == ["unshare --cgroup true"]  # both were mounted already; this unshare cannot
+    # Both were mounted already: one mkdir for both groups; this unshare cannot.
+    assert ran == [f"mkdir -p {sysfs}/systemd/lxcforge/u-1 {sysfs}/memory/{LIBVIRT_GROUP}/container",
+                   "unshare --cgroup true"]
 
 
 def test_wrapper_mounts_a_hierarchy_libvirt_did_not_and_copies_cpuset(tmp_path: Path) -> None:
@@ -57,30 +71,56 @@ def test_wrapper_mounts_a_hierarchy_libvirt_did_not_and_copies_cpuset(tmp_path: 
     cpuset.mkdir(parents=True)
     (cpuset / "cpuset.cpus").write_text("0-1\n")
     (cpuset / "cpuset.mems").write_text("0\n")
-    (tmp_path / "tmpmount").mkdir()
+    (cpuset / "container").mkdir()  # as the kernel makes it: the files there, empty
+    (cpuset / "container/cpuset.cpus").write_text("")
+    (cpuset / "container/cpuset.mems").write_text("")
     out, ran, sysfs = run_wrapper(tmp_path, f"8:pids:/\n3:cpuset:/{LIBVIRT_GROUP}\n0::/\n", dirs=("cpuset",))
     assert (cpuset / "container/cpuset.cpus").read_text() == "0-1\n"
     assert (cpuset / "container/cpuset.mems").read_text() == "0\n"
+    assert (cpuset / "container/cgroup.procs").read_text().strip().isdigit()
     tmp = tmp_path / "tmpmount"
-    assert ran == [f"mount -t cgroup -o pids cgroup {tmp}", f"umount {tmp}",
-                   f"mount -t cgroup2 cgroup2 {tmp}", f"umount {tmp}", "unshare --cgroup true"]
+    assert ran == [f"mkdir -p {tmp}/1 {tmp}/2", f"mount -t cgroup -o pids cgroup {tmp}/1",
+                   f"mount -t cgroup2 cgroup2 {tmp}/2", f"mkdir -p {tmp}/1/lxcforge/u-1 {tmp}/2/lxcforge/u-1",
+                   f"umount {tmp}/1 {tmp}/2", f"rmdir {tmp}/1 {tmp}/2 {tmp}", "unshare --cgroup true"]
+    assert (tmp / "1/lxcforge/u-1/cgroup.procs").read_text().strip().isdigit()  # (the fake mount made none)
     assert out == ["exec-init"]
+
+
+def test_wrapper_moves_into_no_hierarchy_it_could_not_mount(tmp_path: Path) -> None:
+    out, ran, _ = run_wrapper(tmp_path, "8:pids:/\n", mount_fails=True)
+    tmp = tmp_path / "tmpmount"
+    assert ran == [f"mkdir -p {tmp}/1", f"mount -t cgroup -o pids cgroup {tmp}/1", f"umount {tmp}/1",
+                   f"rmdir {tmp}/1 {tmp}", "unshare --cgroup true"]
+    assert not tmp.exists() and out == ["exec-init"]
+
+
+def test_wrapper_in_a_user_namespace_mounts_nothing_and_joins_the_group_made_for_it(tmp_path: Path) -> None:
+    """Mounting a host hierarchy there fails (EPERM), and lxcforge made the name=systemd group
+    (cgroups.unprivileged_start): no tool runs but the namespace's."""
+    out, ran, sysfs = run_wrapper(tmp_path, "9:name=systemd:/\n8:pids:/\n0::/\n", dirs=("systemd/lxcforge/u-1",),
+                                  uid_map=USER_NAMESPACE)
+    assert ran == ["unshare --cgroup true"]
+    assert (sysfs / "systemd/lxcforge/u-1/cgroup.procs").read_text().strip().isdigit()
+    assert out == ["exec-init", LEGACY]
 
 
 def test_wrapper_enters_a_cgroup_namespace_where_it_can(tmp_path: Path) -> None:
     out, ran, _ = run_wrapper(tmp_path, f"4:memory:/{LIBVIRT_GROUP}\n", dirs=(f"memory/{LIBVIRT_GROUP}",),
                               unshare=True)
-    assert ran[0] == "unshare --cgroup true"
-    assert ran[1] == f"unshare --cgroup {tmp_path / 'wrapper'}"
+    assert ran[-2] == "unshare --cgroup true"
+    assert ran[-1] == f"unshare --cgroup {tmp_path / 'wrapper'}"
 
 
 def test_wrapper_in_its_namespace_remounts_the_hierarchies_libvirt_bound(tmp_path: Path) -> None:
     out, ran, sysfs = run_wrapper(tmp_path, "9:name=systemd:/\n4:memory:/\n8:pids:/\n",
                                   dirs=("systemd", "memory"), stage="cgroupns")
-    assert ran == [f"umount {sysfs}/systemd", f"mount -t cgroup -o nosuid,nodev,noexec,none,name=systemd cgroup "
-                   f"{sysfs}/systemd", f"umount {sysfs}/memory",
-                   f"mount -t cgroup -o nosuid,nodev,noexec,memory cgroup {sysfs}/memory"]
-    assert out == ["exec-init", LEGACY]
+    fstab = tmp_path / "tmpmount.fstab"
+    assert ran == [f"umount {sysfs}/systemd {sysfs}/memory", f"mount -a -T {fstab}",
+                   "  ",
+                   f"  cgroup {sysfs}/systemd cgroup nosuid,nodev,noexec,none,name=systemd 0 0",
+                   f"  cgroup {sysfs}/memory cgroup nosuid,nodev,noexec,memory 0 0",
+                   f"rm -f {fstab}"]
+    assert out == ["exec-init", LEGACY] and not fstab.exists()
 
 
 SCOPE = "machine.slice/machine-lxc\\x2d7\\x2dweb1.scope/libvirt"
@@ -92,12 +132,15 @@ def test_wrapper_on_cgroup_v2_moves_init_below_libvirts_scope_and_unshares(tmp_p
     (tmp_path / "cgroup" / SCOPE).mkdir(parents=True)
     out, ran, sysfs = run_wrapper(tmp_path, f"0::/{SCOPE}\n", unshare=True)
     assert (sysfs / SCOPE / "container/cgroup.procs").read_text().strip().isdigit()
-    assert ran == ["unshare --cgroup true", f"unshare --cgroup {tmp_path / 'wrapper'}"]
+    assert ran == [f"mkdir -p {sysfs / SCOPE}/container", "unshare --cgroup true",
+                   f"unshare --cgroup {tmp_path / 'wrapper'}"]
 
 
 def test_wrapper_on_cgroup_v2_in_its_namespace_mounts_its_own_root(tmp_path: Path) -> None:
     out, ran, sysfs = run_wrapper(tmp_path, "0::/\n", stage="cgroupns")
-    assert ran == [f"umount {sysfs}", f"mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 {sysfs}"]
+    fstab = tmp_path / "tmpmount.fstab"
+    assert ran == [f"umount {sysfs}", f"mount -a -T {fstab}", f"  cgroup2 {sysfs} cgroup2 nosuid,nodev,noexec 0 0",
+                   f"rm -f {fstab}"]
     assert out == ["exec-init"]  # no legacy layout on a unified host
 
 
