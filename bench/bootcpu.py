@@ -166,7 +166,10 @@ def lxcforge_kind(store: Path, base: str, net: str, count: int, privileged: bool
         inits = {name: host.lxc_init_pid(name) for name in names}
         settle(list(inits.values()))
         stop()
-        return [one_container(inits[name], host.lxc_controller_pid(name), f"machine/lxc-*-{name}.libvirt-lxc")
+        keepers = {name: host.lxc_controller_pid(name) for name in names}
+        # The group of this run's controller: an earlier container of the same name may have
+        # left one (libvirt's groups outlived a frozen kill before lxcforge removed them).
+        return [one_container(inits[name], keepers[name], f"machine/lxc-{keepers[name]}-{name}.libvirt-lxc")
                 for name in names]
     finally:
         lxcforge("--store", str(store), "destroy", *names, "--missing-ok", check=False)

@@ -269,6 +269,44 @@ def remove_group(uuid: str) -> None:
         remove_tree(hierarchy / PARENT / uuid)
 
 
+# Where libvirt makes an LXC domain's groups without machined: machine/lxc-PID-NAME.libvirt-lxc,
+# PID its controller's (names lxcforge accepts need no escaping).
+LIBVIRT_PARENT = "machine"
+LIBVIRT_SUFFIX = ".libvirt-lxc"
+
+
+def libvirt_group(controller_pid: int, name: str) -> str:
+    return f"lxc-{controller_pid}-{name}{LIBVIRT_SUFFIX}"
+
+
+def remove_libvirt_groups(controller_pid: int, name: str) -> None:
+    """Remove libvirt's groups of a container killed frozen, once its init and controller have
+    exited. libvirt removes them right after its SIGKILL to a paused container, while the
+    killed processes (and its controller, which sits in them) are still exiting: the rmdir
+    fails and they stay, one per hierarchy and container, thousands after a few scaling runs,
+    each an empty group the kernel keeps (and walks on every cgroup v1 mount)."""
+    group = libvirt_group(controller_pid, name)
+    for hierarchy in hierarchies():
+        remove_tree(hierarchy / LIBVIRT_PARENT / group)
+
+
+def stale_libvirt_groups() -> list[Path]:
+    """libvirt's LXC groups whose controller no longer runs (left by a frozen kill before
+    lxcforge removed them, or by a libvirtd killed while it stopped a container). libvirt
+    never uses such a group again: a start makes one named after its new controller."""
+    stale = []
+    for hierarchy in hierarchies():
+        try:
+            entries = list((hierarchy / LIBVIRT_PARENT).glob(f"lxc-*{LIBVIRT_SUFFIX}"))
+        except OSError:
+            continue
+        for entry in entries:
+            pid, _, name = entry.name.removeprefix("lxc-").removesuffix(LIBVIRT_SUFFIX).partition("-")
+            if entry.is_dir() and pid.isdigit() and not host.is_controller(int(pid), name):
+                stale.append(entry)
+    return sorted(stale)
+
+
 def groups() -> list[Path]:
     """Every lxcforge/<uuid> group present, in every hierarchy."""
     found: list[Path] = []
@@ -281,11 +319,12 @@ def groups() -> list[Path]:
 
 
 def stale_groups(live_uuids: Callable[[], set[str]]) -> list[Path]:
-    """Groups of containers that no longer exist. The groups are listed before the
-    containers, so a container started meanwhile is never counted stale."""
+    """Groups of containers that no longer exist, and libvirt's groups of stopped ones. The
+    groups are listed before the containers, so a container started meanwhile is never
+    counted stale."""
     present = groups()
     live = live_uuids()
-    return [group for group in present if group.name not in live]
+    return [group for group in present if group.name not in live] + stale_libvirt_groups()
 
 
 def remove_stale_groups(live_uuids: Callable[[], set[str]]) -> int:

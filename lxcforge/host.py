@@ -207,7 +207,8 @@ def wait_exited(pids: Iterable[int], timeout: float) -> bool:
 LIBVIRT_LXC_STATE = Path("/run/libvirt/lxc")
 
 
-def _is_controller(pid: int, name: str) -> bool:
+def is_controller(pid: int, name: str) -> bool:
+    """True if PID is libvirt's controller (libvirt_lxc) of the container NAME."""
     try:
         argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -223,12 +224,12 @@ def lxc_controller_pid(name: str) -> int | None:
     from libvirt's pid file, else by scanning /proc."""
     try:
         pid = int((LIBVIRT_LXC_STATE / f"{name}.pid").read_text().strip())
-        if _is_controller(pid, name):
+        if is_controller(pid, name):
             return pid
     except (OSError, ValueError):
         pass
     for entry in PROC.iterdir():
-        if entry.name.isdigit() and _is_controller(int(entry.name), name):
+        if entry.name.isdigit() and is_controller(int(entry.name), name):
             return int(entry.name)
     return None
 

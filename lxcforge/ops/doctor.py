@@ -124,7 +124,8 @@ def _check_stale_cgroups(virt: Virt) -> Check:
     stale = cgroups.stale_groups(virt.domain_uuids)
     if stale:
         return Check("stale cgroups", Status.WARN,
-                     f"{len(stale)} cgroups of containers that no longer exist (under {cgroups.PARENT}/)",
+                     f"{len(stale)} cgroups of containers that no longer exist or have stopped "
+                     f"(under {cgroups.PARENT}/ and libvirt's {cgroups.LIBVIRT_PARENT}/)",
                      "lxcforge host tune")
     return Check("stale cgroups", Status.OK, "none")
 

@@ -54,6 +54,9 @@ def test_systemd_stays_off_the_hosts_cgroup2_hierarchy_and_destroy_removes_its_g
     assert destroyed.returncode == 0, destroyed.stderr
     assert not mirror.exists()
     assert not [h for h in cgroups.hierarchies() if (h / cgroups.PARENT / container_uuid).exists()]
+    # Nor libvirt's: its rmdir after the SIGKILL to the frozen container comes while the
+    # processes are still exiting, and lxcforge removes what that left.
+    assert not [g for h in cgroups.hierarchies() for g in h.glob(f"{cgroups.LIBVIRT_PARENT}/lxc-*-{name}.libvirt-lxc")]
 
 
 @needs_v1
@@ -62,6 +65,9 @@ def test_host_tune_removes_groups_of_vanished_containers() -> None:
     roots = [cgroups.HOST_HIERARCHY / cgroups.PARENT / gone]
     if cgroups.UNIFIED.is_dir():
         roots.append(cgroups.UNIFIED / cgroups.PARENT / gone)
+    libvirts = cgroups.CGROUP_ROOT / "memory" / cgroups.LIBVIRT_PARENT
+    if libvirts.is_dir():  # libvirt's group of a container whose controller is gone (no such pid)
+        roots.append(libvirts / cgroups.libvirt_group(2**22 + 1, f"x{gone[:8]}"))
     left = [root / "system.slice" / "x.service" for root in roots]
     try:
         for path in left:

@@ -3,6 +3,8 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from lxcforge import cgroups, host
 
 # Logs each run (an fstab given to mount -a with it); mkdir, rmdir and rm then do their job.
@@ -201,3 +203,23 @@ def test_nothing_is_missing_on_a_tuned_host_or_cgroup_v2() -> None:
     assert cgroups.missing_hierarchies(PROC_CGROUPS, host.parse_mountinfo(tuned)) == []
     v2 = host.parse_mountinfo("30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
     assert cgroups.missing_hierarchies(PROC_CGROUPS, v2) == []
+
+
+def test_libvirts_groups_of_stopped_containers_are_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen kill leaves libvirt's machine/lxc-PID-NAME.libvirt-lxc groups (their rmdir
+    came while the killed processes were exiting): stale once that controller is gone."""
+    for hierarchy in ("memory", "pids"):
+        (tmp_path / hierarchy).mkdir()
+        (tmp_path / hierarchy / "cgroup.procs").write_text("")
+        for group in ("lxc-7-web1.libvirt-lxc", "lxc-8-web-2.libvirt-lxc", "lxc-9-db.libvirt-lxc"):
+            (tmp_path / hierarchy / "machine" / group).mkdir(parents=True)
+    (tmp_path / "memory/machine/lxc-x-odd.libvirt-lxc").mkdir()  # not libvirt's naming: not touched
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
+    live = {(7, "web1"), (8, "db")}  # pid 8 runs another container's controller: 8-web-2 is stale
+    monkeypatch.setattr(host, "is_controller", lambda pid, name: (pid, name) in live)
+    stale = [str(path.relative_to(tmp_path)) for path in cgroups.stale_libvirt_groups()]
+    assert stale == ["memory/machine/lxc-8-web-2.libvirt-lxc", "memory/machine/lxc-9-db.libvirt-lxc",
+                     "pids/machine/lxc-8-web-2.libvirt-lxc", "pids/machine/lxc-9-db.libvirt-lxc"]
+    cgroups.remove_libvirt_groups(9, "db")
+    assert not (tmp_path / "memory/machine/lxc-9-db.libvirt-lxc").exists()
+    assert (tmp_path / "memory/machine/lxc-7-web1.libvirt-lxc").exists()
