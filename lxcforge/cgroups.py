@@ -84,11 +84,11 @@ while IFS=: read -r _ controllers path; do
         name=systemd) v1=yes unified= systemd_v1=yes ;;
         *) v1=yes unified= ;;
     esac
-done < /proc/self/cgroup
+done 2>/dev/null < /proc/self/cgroup
 # In a user namespace the host's hierarchies cannot be mounted, nor libvirt's groups (the
 # host root's) written: lxcforge makes the name=systemd group for such a container.
 privileged=
-read -r _ outside count < /proc/self/uid_map 2>/dev/null || privileged=yes
+read -r _ outside count 2>/dev/null < /proc/self/uid_map || privileged=yes
 [ "$outside $count" != "0 4294967295" ] || privileged=yes
 cgroupns() {{ [ -e /proc/self/ns/cgroup ] && unshare --cgroup true 2>/dev/null; }}
 tmp=/dev/.lxcforge-cgroup
@@ -178,10 +178,11 @@ cgroup $dir cgroup nosuid,nodev,noexec,$controllers 0 0"
     fi
     if [ -n "$bound" ]; then
         # (libmount parses no pipe: the list goes to a file on the container's /dev.)
-        echo "$entries" > $tmp.fstab
-        umount $bound 2>/dev/null
-        mount -a -T $tmp.fstab
-        rm -f $tmp.fstab
+        if echo "$entries" > $tmp.fstab; then
+            umount $bound 2>/dev/null
+            mount -a -T $tmp.fstab
+            rm -f $tmp.fstab
+        fi
     fi
 fi
 unset LXCFORGE_INIT_STAGE
@@ -270,40 +271,61 @@ def remove_group(uuid: str) -> None:
 
 
 # Where libvirt makes an LXC domain's groups without machined: machine/lxc-PID-NAME.libvirt-lxc,
-# PID its controller's (names lxcforge accepts need no escaping).
+# PID its controller's; NAME as libvirt rewrites it (it drops and squeezes characters, cuts
+# long names), so these groups are found by the controller's PID, never by the name.
 LIBVIRT_PARENT = "machine"
 LIBVIRT_SUFFIX = ".libvirt-lxc"
 
 
-def libvirt_group(controller_pid: int, name: str) -> str:
-    return f"lxc-{controller_pid}-{name}{LIBVIRT_SUFFIX}"
+def libvirt_groups(hierarchy: Path, controller_pid: int | None = None) -> list[Path]:
+    """libvirt's LXC groups in one hierarchy (of one controller's container, if given)."""
+    pattern = f"lxc-{controller_pid if controller_pid is not None else '*'}-*{LIBVIRT_SUFFIX}"
+    try:
+        return [entry for entry in (hierarchy / LIBVIRT_PARENT).glob(pattern) if entry.is_dir()]
+    except OSError:
+        return []
 
 
-def remove_libvirt_groups(controller_pid: int, name: str) -> None:
+def _controller_pid(group: Path) -> int | None:
+    pid = group.name.removeprefix("lxc-").partition("-")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def holds_processes(root: Path) -> bool:
+    """True if root or any group below it has a process (a running container's empty unit
+    groups are its systemd's business: nothing of such a tree is pruned)."""
+    for dirpath, _dirnames, _files in os.walk(root):
+        try:
+            if Path(dirpath, "cgroup.procs").read_text().strip():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def remove_libvirt_groups(controller_pid: int) -> None:
     """Remove libvirt's groups of a container killed frozen, once its init and controller have
     exited. libvirt removes them right after its SIGKILL to a paused container, while the
     killed processes (and its controller, which sits in them) are still exiting: the rmdir
     fails and they stay, one per hierarchy and container, thousands after a few scaling runs,
     each an empty group the kernel keeps (and walks on every cgroup v1 mount)."""
-    group = libvirt_group(controller_pid, name)
     for hierarchy in hierarchies():
-        remove_tree(hierarchy / LIBVIRT_PARENT / group)
+        for group in libvirt_groups(hierarchy, controller_pid):
+            if not holds_processes(group):
+                remove_tree(group)
 
 
 def stale_libvirt_groups() -> list[Path]:
-    """libvirt's LXC groups whose controller no longer runs (left by a frozen kill before
-    lxcforge removed them, or by a libvirtd killed while it stopped a container). libvirt
-    never uses such a group again: a start makes one named after its new controller."""
+    """libvirt's LXC groups whose controller no longer runs and that hold no process (left by
+    a frozen kill before lxcforge removed them, or by a libvirtd killed while it stopped a
+    container). libvirt never uses such a group again: a start makes one named after its new
+    controller."""
     stale = []
     for hierarchy in hierarchies():
-        try:
-            entries = list((hierarchy / LIBVIRT_PARENT).glob(f"lxc-*{LIBVIRT_SUFFIX}"))
-        except OSError:
-            continue
-        for entry in entries:
-            pid, _, name = entry.name.removeprefix("lxc-").removesuffix(LIBVIRT_SUFFIX).partition("-")
-            if entry.is_dir() and pid.isdigit() and not host.is_controller(int(pid), name):
-                stale.append(entry)
+        for group in libvirt_groups(hierarchy):
+            pid = _controller_pid(group)
+            if pid is not None and not host.is_libvirt_controller(pid) and not holds_processes(group):
+                stale.append(group)
     return sorted(stale)
 
 
@@ -324,7 +346,8 @@ def stale_groups(live_uuids: Callable[[], set[str]]) -> list[Path]:
     counted stale."""
     present = groups()
     live = live_uuids()
-    return [group for group in present if group.name not in live] + stale_libvirt_groups()
+    gone = [group for group in present if group.name not in live and not holds_processes(group)]
+    return gone + stale_libvirt_groups()
 
 
 def remove_stale_groups(live_uuids: Callable[[], set[str]]) -> int:

@@ -207,13 +207,22 @@ def wait_exited(pids: Iterable[int], timeout: float) -> bool:
 LIBVIRT_LXC_STATE = Path("/run/libvirt/lxc")
 
 
-def is_controller(pid: int, name: str) -> bool:
-    """True if PID is libvirt's controller (libvirt_lxc) of the container NAME."""
+def _controller_argv(pid: int) -> list[bytes] | None:
     try:
         argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
-    if not argv or not argv[0].endswith(b"libvirt_lxc") or b"--name" not in argv:
+        return None
+    return argv if argv and argv[0].endswith(b"libvirt_lxc") else None
+
+
+def is_libvirt_controller(pid: int) -> bool:
+    """True if PID is libvirt's controller (libvirt_lxc) of some container."""
+    return _controller_argv(pid) is not None
+
+
+def _is_controller(pid: int, name: str) -> bool:
+    argv = _controller_argv(pid)
+    if argv is None or b"--name" not in argv:
         return False
     index = argv.index(b"--name")
     return index + 1 < len(argv) and argv[index + 1] == name.encode()
@@ -224,12 +233,12 @@ def lxc_controller_pid(name: str) -> int | None:
     from libvirt's pid file, else by scanning /proc."""
     try:
         pid = int((LIBVIRT_LXC_STATE / f"{name}.pid").read_text().strip())
-        if is_controller(pid, name):
+        if _is_controller(pid, name):
             return pid
     except (OSError, ValueError):
         pass
     for entry in PROC.iterdir():
-        if entry.name.isdigit() and is_controller(int(entry.name), name):
+        if entry.name.isdigit() and _is_controller(int(entry.name), name):
             return int(entry.name)
     return None
 

@@ -335,7 +335,7 @@ def _kill(virt: Virt, name: str) -> None:
         if not host.wait_exited([pid for pid in (init, controller) if pid], EXIT_WAIT_SECONDS):
             log.warning("%s: processes still exiting %.0f s after it was killed", name, EXIT_WAIT_SECONDS)
         elif controller is not None:
-            cgroups.remove_libvirt_groups(controller, name)
+            cgroups.remove_libvirt_groups(controller)
         return
     pid = init
     if pid is not None:

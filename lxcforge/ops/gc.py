@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from lxcforge import cgroups, dhcp, domain, host, network, store
 from lxcforge.config import Settings
@@ -124,10 +125,16 @@ def collect(settings: Settings, *, dry_run: bool = False) -> Report:
         _stray_veths(sweep, defined | unfinished)
         if not dry_run:
             for group in cgroups.stale_groups(virt.domain_uuids):
-                sweep.found(Item("cgroup", str(group)), partial(cgroups.remove_tree, group))
+                sweep.found(Item("cgroup", str(group)), partial(_remove_cgroup, group),
+                            still=partial(lambda g: not cgroups.holds_processes(g), group))
     _locks_and_tmp(sweep)
     sweep.report.seconds = time.monotonic() - started
     return sweep.report
+
+
+def _remove_cgroup(group: Path) -> None:
+    if not cgroups.remove_tree(group):
+        raise OSError(f"not all of it could be removed (rmdir {group})")
 
 
 def _unfinished(sweep: _Sweep) -> set[str]:

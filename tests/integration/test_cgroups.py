@@ -67,7 +67,7 @@ def test_host_tune_removes_groups_of_vanished_containers() -> None:
         roots.append(cgroups.UNIFIED / cgroups.PARENT / gone)
     libvirts = cgroups.CGROUP_ROOT / "memory" / cgroups.LIBVIRT_PARENT
     if libvirts.is_dir():  # libvirt's group of a container whose controller is gone (no such pid)
-        roots.append(libvirts / cgroups.libvirt_group(2**22 + 1, f"x{gone[:8]}"))
+        roots.append(libvirts / f"lxc-{2**22 + 1}-x{gone[:8]}{cgroups.LIBVIRT_SUFFIX}")
     left = [root / "system.slice" / "x.service" for root in roots]
     try:
         for path in left:

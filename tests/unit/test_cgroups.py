@@ -207,19 +207,24 @@ def test_nothing_is_missing_on_a_tuned_host_or_cgroup_v2() -> None:
 
 def test_libvirts_groups_of_stopped_containers_are_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A frozen kill leaves libvirt's machine/lxc-PID-NAME.libvirt-lxc groups (their rmdir
-    came while the killed processes were exiting): stale once that controller is gone."""
+    came while the killed processes were exiting): stale once that controller is gone and
+    nothing runs in them. libvirt rewrites NAME (my_web -> myweb): found by PID only."""
     for hierarchy in ("memory", "pids"):
         (tmp_path / hierarchy).mkdir()
-        (tmp_path / hierarchy / "cgroup.procs").write_text("")
-        for group in ("lxc-7-web1.libvirt-lxc", "lxc-8-web-2.libvirt-lxc", "lxc-9-db.libvirt-lxc"):
-            (tmp_path / hierarchy / "machine" / group).mkdir(parents=True)
+        (tmp_path / hierarchy / "cgroup.procs").write_text("1\n")
+        for group in ("lxc-7-web1.libvirt-lxc", "lxc-8-web-2.libvirt-lxc", "lxc-9-db.libvirt-lxc",
+                      "lxc-10-myweb.libvirt-lxc"):
+            (tmp_path / hierarchy / "machine" / group / "container/init.scope").mkdir(parents=True)
+    # Its controller gone, yet a process left in a group below: not stale, nothing pruned.
+    (tmp_path / "pids/machine/lxc-10-myweb.libvirt-lxc/container/cgroup.procs").write_text("4242\n")
     (tmp_path / "memory/machine/lxc-x-odd.libvirt-lxc").mkdir()  # not libvirt's naming: not touched
     monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
-    live = {(7, "web1"), (8, "db")}  # pid 8 runs another container's controller: 8-web-2 is stale
-    monkeypatch.setattr(host, "is_controller", lambda pid, name: (pid, name) in live)
+    monkeypatch.setattr(host, "is_libvirt_controller", lambda pid: pid == 7)
     stale = [str(path.relative_to(tmp_path)) for path in cgroups.stale_libvirt_groups()]
-    assert stale == ["memory/machine/lxc-8-web-2.libvirt-lxc", "memory/machine/lxc-9-db.libvirt-lxc",
-                     "pids/machine/lxc-8-web-2.libvirt-lxc", "pids/machine/lxc-9-db.libvirt-lxc"]
-    cgroups.remove_libvirt_groups(9, "db")
-    assert not (tmp_path / "memory/machine/lxc-9-db.libvirt-lxc").exists()
+    assert stale == ["memory/machine/lxc-10-myweb.libvirt-lxc", "memory/machine/lxc-8-web-2.libvirt-lxc",
+                     "memory/machine/lxc-9-db.libvirt-lxc", "pids/machine/lxc-8-web-2.libvirt-lxc",
+                     "pids/machine/lxc-9-db.libvirt-lxc"]
+    cgroups.remove_libvirt_groups(10)
+    assert not (tmp_path / "memory/machine/lxc-10-myweb.libvirt-lxc").exists()
+    assert (tmp_path / "pids/machine/lxc-10-myweb.libvirt-lxc/container/init.scope").is_dir()
     assert (tmp_path / "memory/machine/lxc-7-web1.libvirt-lxc").exists()
