@@ -254,6 +254,38 @@ def children_seconds() -> float:
     return _self_times()[1]
 
 
+# libvirt's lease helper as its comm shows it (cut to 15 characters).
+LEASE_HELPER = "libvirt_leasesh"
+
+
+def lease_helper_running(proc: Path = PROC) -> bool:
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == LEASE_HELPER:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def wait_lease_helpers(timeout: float = 120.0, quiet: float = 0.5, proc: Path = PROC) -> float:
+    """Wait until dnsmasq has run libvirt's lease helper for every lease event it queued (none
+    running for `quiet` seconds); the seconds waited. dnsmasq runs it once per event, one at a
+    time, and each run parses the network's whole lease file: a destroy's releases (or a
+    thousand new leases) keep it busy after the command has returned, CPU that would otherwise
+    be charged to whatever is measured next."""
+    started = time.monotonic()
+    quiet_since = started
+    while time.monotonic() - started < timeout:
+        if lease_helper_running(proc):
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def take_sample(owners: bool = True, cpu_first: bool = False) -> Sample:
     """A window's edge. The host's counters are read last at its start and first at its end,
     so that reading processes and groups (tens of ms with thousands of containers) stays

@@ -86,12 +86,15 @@ def _document(stdout: str) -> Any:
 def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners: bool) -> dict[str, dict[str, Any]]:
     """new COUNT, list, info of the first, destroy of the COUNT: each command's figures."""
     record: dict[str, dict[str, Any]] = {}
+    # The lease events of the last destroy (or of growing to N) are dnsmasq's to finish first.
+    settled = hostfacts.wait_lease_helpers()
     wall, cpu, made = measured(store, owners, "new", "--count", str(count), "--prefix", prefix,
                                "--network", ",".join(nets), "--json", "--timeout", "300")
     summary = _document(made.stdout)
     summary = summary if isinstance(summary, dict) else {}
     phases = summary.get("phase_p50_ms") or {}
-    record["new"] = {"wall_s": wall, "exit": made.returncode, "seconds": summary.get("seconds"),
+    record["new"] = {"settled_s": round(settled, 2), "wall_s": wall, "exit": made.returncode,
+                     "seconds": summary.get("seconds"),
                      "succeeded": summary.get("succeeded"), "failed": len(summary.get("failed") or []),
                      "p50_s": summary.get("p50_seconds"), "lease_p50_ms": phases.get("lease"), "cpu": cpu,
                      **({"error": made.stderr.strip()[-500:]} if made.returncode else {})}
@@ -116,7 +119,8 @@ def round_line(level: str, round_: int, record: Mapping[str, Mapping[str, Any]])
     new, destroy = record["new"], record["destroy"]
     listed, info = record.get("list", {}), record.get("info", {})
     lease = new.get("lease_p50_ms")
-    line = (f"N={level} round {round_}: new {new.get('succeeded')} in {new['wall_s']:.2f} s "
+    line = (f"N={level} round {round_}: lease helper done {new.get('settled_s', 0):.1f} s before; "
+            f"new {new.get('succeeded')} in {new['wall_s']:.2f} s "
             f"(lease p50 {'-' if lease is None else f'{lease:.0f} ms'}), "
             f"list {listed.get('wall_s', float('nan')):.2f} s ({listed.get('listed')}), "
             f"info {info.get('wall_s', float('nan')):.3f} s, destroy {destroy['wall_s']:.2f} s "

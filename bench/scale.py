@@ -146,6 +146,7 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         window = hostfacts.Window(owners)
         window.run("lxcforge", lambda: lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False))
         destroyed = window.elapsed()
+        hostfacts.wait_lease_helpers()  # the releases' CPU is destroy's, not the next run's
         cpu["destroy"] = window.close()
     phases = summary.get("phase_p50_ms", {})
     own = sum(v for k, v in phases.items() if k in ("check", "snapshot", "fixups", "address", "define"))
@@ -219,6 +220,7 @@ done
         window = hostfacts.Window(owners)
         window.run("2013 loop", lambda: subprocess.run(["bash", "-c", destroy], check=False))
         destroyed = window.elapsed()
+        hostfacts.wait_lease_helpers()  # the releases' CPU is destroy's, not the next run's
         cpu["destroy"] = window.close()
         subprocess.run(["umount", str(rootfs_dir)], check=False)
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
@@ -300,6 +302,7 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
         window = hostfacts.Window(owners)
         window.run("lxc", lambda: subprocess.run(["bash", "-c", stop], check=False))
         destroyed = window.elapsed()
+        hostfacts.wait_lease_helpers()  # the releases' CPU is destroy's, not the next run's
         cpu["destroy"] = window.close()
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
             "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1),

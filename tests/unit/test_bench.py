@@ -550,3 +550,16 @@ def test_scale_refuses_a_missing_base_or_lxc_before_any_run(monkeypatch: pytest.
     with pytest.raises(SystemExit, match="--lxc needs LXC"):
         scale.main(["--store", str(tmp_path), "--base", "b", "--count", "2", "--skip-2013", "--lxc"])
     assert not any("network" in call for call in calls)  # nothing made
+
+
+def test_wait_lease_helpers_waits_while_the_helper_runs_and_returns_once_quiet(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    (proc / "7" / "comm").write_text("dnsmasq\n")
+    (proc / "self").mkdir()
+    assert not hostfacts.lease_helper_running(proc)
+    assert hostfacts.wait_lease_helpers(timeout=5, quiet=0.1, proc=proc) < 1
+    (proc / "8").mkdir()
+    (proc / "8" / "comm").write_text("libvirt_leasesh\n")  # the kernel cuts comm to 15 characters
+    assert hostfacts.lease_helper_running(proc)
+    assert hostfacts.wait_lease_helpers(timeout=0.4, quiet=0.1, proc=proc) >= 0.4
