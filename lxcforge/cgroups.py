@@ -303,14 +303,36 @@ def holds_processes(root: Path) -> bool:
     return False
 
 
-def remove_libvirt_groups(controller_pid: int) -> None:
-    """Remove libvirt's groups of a container killed frozen, once its init and controller have
-    exited. libvirt removes them right after its SIGKILL to a paused container, while the
+def libvirt_group_name(controller_pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The name of libvirt's group of a running controller (the same in every hierarchy), from
+    the controller's /proc/PID/cgroup: known without listing machine/, which holds a group per
+    running container."""
+    prefix = f"lxc-{controller_pid}-"
+    try:
+        text = (proc / str(controller_pid) / "cgroup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        for part in line.partition(":")[2].partition(":")[2].split("/"):
+            if part.startswith(prefix) and part.endswith(LIBVIRT_SUFFIX):
+                return part
+    return None
+
+
+def remove_libvirt_groups(controller_pid: int, name: str | None = None) -> None:
+    """Remove libvirt's groups of a container that has stopped, once its init and controller
+    have exited. libvirt removes them right after its SIGKILL to a paused container, while the
     killed processes (and its controller, which sits in them) are still exiting: the rmdir
     fails and they stay, one per hierarchy and container, thousands after a few scaling runs,
-    each an empty group the kernel keeps (and walks on every cgroup v1 mount)."""
+    each an empty group the kernel keeps (and walks on every cgroup v1 mount). With the group's
+    name (libvirt_group_name, read while the controller ran) each hierarchy is one stat; without,
+    one listing of its machine/."""
     for hierarchy in hierarchies():
-        for group in libvirt_groups(hierarchy, controller_pid):
+        if name is None:
+            found = libvirt_groups(hierarchy, controller_pid)
+        else:
+            found = [group for group in (hierarchy / LIBVIRT_PARENT / name,) if group.is_dir()]
+        for group in found:
             if not holds_processes(group):
                 remove_tree(group)
 

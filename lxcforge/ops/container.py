@@ -326,6 +326,7 @@ def _kill(virt: Virt, name: str) -> None:
     SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a systemd init to
     ignore SIGTERM)."""
     controller = host.lxc_controller_pid(name)
+    group = cgroups.libvirt_group_name(controller) if controller is not None else None
     init = host.lxc_init_pid(name)
     if virt.destroy_frozen(name):
         # libvirt returns once the signals are sent. The container's init exits only after
@@ -335,7 +336,7 @@ def _kill(virt: Virt, name: str) -> None:
         if not host.wait_exited([pid for pid in (init, controller) if pid], EXIT_WAIT_SECONDS):
             log.warning("%s: processes still exiting %.0f s after it was killed", name, EXIT_WAIT_SECONDS)
         elif controller is not None:
-            cgroups.remove_libvirt_groups(controller)
+            cgroups.remove_libvirt_groups(controller, group)
         return
     pid = init
     if pid is not None:
@@ -344,20 +345,20 @@ def _kill(virt: Virt, name: str) -> None:
         except ProcessLookupError:
             pass
     virt.destroy(name)
-    _remove_groups_of(controller)
+    _remove_groups_of(controller, group)
 
 
 # How long a stopped container's controller may take to exit before its groups are left to gc.
 CONTROLLER_EXIT_SECONDS = 2.0
 
 
-def _remove_groups_of(controller: int | None) -> None:
+def _remove_groups_of(controller: int | None, group: str | None) -> None:
     """libvirt's groups of a container that has stopped, once its controller has exited.
     libvirt removes them itself, but now and then while the controller is still leaving them
     (seen after a stop, about one container in ten): each one left is an empty group per
     hierarchy that nothing else would remove until gc."""
     if controller is not None and host.wait_exited([controller], CONTROLLER_EXIT_SECONDS):
-        cgroups.remove_libvirt_groups(controller)
+        cgroups.remove_libvirt_groups(controller, group)
 
 
 def _undefine(virt: Virt, name: str, uuid: str) -> None:
@@ -542,8 +543,9 @@ def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
         if known is None:
             return
         controller = host.lxc_controller_pid(name)
+        group = cgroups.libvirt_group_name(controller) if controller is not None else None
         _shut_down(virt, name, known, timeout)
-        _remove_groups_of(controller)
+        _remove_groups_of(controller, group)
 
 
 def _shut_down(virt: Virt, name: str, known: bool, timeout: float) -> None:
