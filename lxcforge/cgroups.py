@@ -303,7 +303,7 @@ def holds_processes(root: Path) -> bool:
     return False
 
 
-def libvirt_group_name(controller_pid: int, proc: Path = Path("/proc")) -> str | None:
+def libvirt_group_name(controller_pid: int, proc: Path = host.PROC) -> str | None:
     """The name of libvirt's group of a running controller (the same in every hierarchy), from
     the controller's /proc/PID/cgroup: known without listing machine/, which holds a group per
     running container."""
@@ -313,7 +313,8 @@ def libvirt_group_name(controller_pid: int, proc: Path = Path("/proc")) -> str |
     except OSError:
         return None
     for line in text.splitlines():
-        for part in line.partition(":")[2].partition(":")[2].split("/"):
+        _hid, _controllers, path = line.split(":", 2)
+        for part in path.split("/"):
             if part.startswith(prefix) and part.endswith(LIBVIRT_SUFFIX):
                 return part
     return None
@@ -328,12 +329,9 @@ def remove_libvirt_groups(controller_pid: int, name: str | None = None) -> None:
     name (libvirt_group_name, read while the controller ran) each hierarchy is one stat; without,
     one listing of its machine/."""
     for hierarchy in hierarchies():
-        if name is None:
-            found = libvirt_groups(hierarchy, controller_pid)
-        else:
-            found = [group for group in (hierarchy / LIBVIRT_PARENT / name,) if group.is_dir()]
-        for group in found:
-            if not holds_processes(group):
+        groups = libvirt_groups(hierarchy, controller_pid) if name is None else [hierarchy / LIBVIRT_PARENT / name]
+        for group in groups:
+            if group.is_dir() and not holds_processes(group):
                 remove_tree(group)
 
 

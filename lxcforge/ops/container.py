@@ -325,8 +325,7 @@ def _kill(virt: Virt, name: str) -> None:
     """Stop at once: frozen, then destroyed (Virt.destroy_frozen); where that cannot be,
     SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a systemd init to
     ignore SIGTERM)."""
-    controller = host.lxc_controller_pid(name)
-    group = cgroups.libvirt_group_name(controller) if controller is not None else None
+    controller, group = _controller_and_group(name)
     init = host.lxc_init_pid(name)
     if virt.destroy_frozen(name):
         # libvirt returns once the signals are sent. The container's init exits only after
@@ -346,6 +345,13 @@ def _kill(virt: Virt, name: str) -> None:
             pass
     virt.destroy(name)
     _remove_groups_of(controller, group)
+
+
+def _controller_and_group(name: str) -> tuple[int | None, str | None]:
+    """A running container's controller PID and libvirt's group name, read before it stops:
+    what _remove_groups_of needs once both are gone."""
+    controller = host.lxc_controller_pid(name)
+    return controller, cgroups.libvirt_group_name(controller) if controller is not None else None
 
 
 # How long a stopped container's controller may take to exit before its groups are left to gc.
@@ -542,8 +548,7 @@ def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
         known = repair.is_managed(virt, name)
         if known is None:
             return
-        controller = host.lxc_controller_pid(name)
-        group = cgroups.libvirt_group_name(controller) if controller is not None else None
+        controller, group = _controller_and_group(name)
         _shut_down(virt, name, known, timeout)
         _remove_groups_of(controller, group)
 
