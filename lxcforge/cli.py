@@ -519,11 +519,13 @@ class _BulkProgress:
         self.enabled = enabled and err().is_terminal
         self.counts = {"created": 0, "addressed": 0, "failed": 0, "done": 0}
         self.verb = verb
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.progress = None
+        if self.enabled:  # rich's progress costs ~70 ms to import: only for a terminal
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(), console=err(), transient=True) if self.enabled else None
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err(), transient=True)
         self.task = self.progress.add_task("", total=total, rate="") if self.progress else None
         self.started = time.monotonic()
 
@@ -927,9 +929,13 @@ AllOpt = Annotated[bool, typer.Option("--all", help="Every lxcforge container of
 
 
 def _targets(patterns: list[str] | None, all_: bool) -> list[str]:
+    return _resolved(patterns, all_).names
+
+
+def _resolved(patterns: list[str] | None, all_: bool, *, orphans: bool = False) -> bulk_ops.Targets:
     if not patterns and not all_:
         raise LxcforgeError("no containers named", hint="give names, globs like 'web*', or --all")
-    return bulk_ops.resolve(state.settings, patterns or [], all_=all_)
+    return bulk_ops.resolve_targets(state.settings, patterns or [], all_=all_, orphans=orphans)
 
 
 def _each(action: str, targets: list[str], fn: Callable[[str], object], jobs: int | None, as_json: bool,
@@ -1036,8 +1042,9 @@ def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobs
     Names, globs ('web*') or --all. Also removes what an interrupted lxcforge left of a name
     (a reservation or a subvolume without a domain)."""
     recorder = _recorder(report, "destroy")
-    targets = _targets(patterns, all_)
-    with _BulkProgress(len(targets), enabled=not as_json, verb="destroyed") as events:
+    # What resolving read (the domains, the reservations without one) the destroy reuses.
+    targets = _resolved(patterns, all_, orphans=True)
+    with _BulkProgress(len(targets.names), enabled=not as_json, verb="destroyed") as events:
         summary = bulk_ops.destroy_many(state.settings, targets, missing_ok=missing_ok, jobs=jobs, on_event=events)
     _print_summary(summary, as_json, recorder)
 

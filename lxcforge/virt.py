@@ -7,11 +7,12 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import libvirt
@@ -88,6 +89,10 @@ class Virt:
         self.uri = uri
         self._networks: dict[str, libvirt.virNetwork] = {}
         self._bridges: dict[str, str] = {}
+        # A domain handle one step leaves for the next (see _dom).
+        self._handed_on: dict[str, libvirt.virDomain] = {}
+        # (persistent, active) of each network, asked once per connection (see network()).
+        self._net_states: dict[str, tuple[bool, bool]] = {}
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
@@ -137,28 +142,46 @@ class Virt:
     def _forget_network(self, name: str) -> None:
         self._networks.pop(name, None)
         self._bridges.pop(name, None)
+        self._net_states.pop(name, None)
+
+    def _net_state(self, name: str, net: libvirt.virNetwork) -> tuple[bool, bool]:
+        """(persistent, active), asked once per connection."""
+        state = self._net_states.get(name)
+        if state is None:
+            state = self._net_states[name] = (bool(net.isPersistent()), bool(net.isActive()))
+        return state
 
     def network(self, name: str, _retry: bool = False) -> NetworkInfo | None:
+        """The network's persistent definition (or the live one of a transient network), its
+        bridge and state. One call per read after the first: whether it is persistent and
+        active is asked once per connection (a connection lives for one command, which would
+        not notice a network stopped half way through anyway), and the bridge is read from
+        the definition, where libvirt records it. Each call is a round trip through
+        libvirtd's event loop, ~2.5 ms with 1000 containers running, far more under load, and
+        a batch reads its networks a dozen times."""
         try:
             net = self._net(name)
         except NotFound:
             return None
         try:
-            bridge = net.bridgeName()
-        except libvirt.libvirtError:
-            bridge = None
-        # The persistent definition: reservations made config-only (see network.HOSTSDIR_ROOT)
-        # are there, not in the live one.
-        try:
-            persistent = bool(net.isPersistent())
+            persistent, active = self._net_state(name, net)
+            # The persistent definition: reservations made config-only (see network.HOSTSDIR_ROOT)
+            # are there, not in the live one.
             xml = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE if persistent else 0)
-            active = bool(net.isActive())
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK or _retry:
                 raise LxcforgeError(f"network {name!r}: {_message(exc)}") from exc
             # Removed (or removed and made again) since this connection looked it up.
             self._forget_network(name)
             return self.network(name, _retry=True)
+        bridge = self._bridges.get(name) or _bridge_of(xml)
+        if bridge is None:
+            try:
+                bridge = net.bridgeName()
+            except libvirt.libvirtError:
+                bridge = None
+        if bridge is not None:
+            self._bridges[name] = bridge
         return NetworkInfo(name=name, active=active, persistent=persistent, bridge=bridge, xml=xml)
 
     def live_network_xml(self, name: str) -> str:
@@ -176,6 +199,7 @@ class Virt:
                 raise AlreadyExists(f"cannot define network: {_message(exc)}",
                                     hint="choose another name or subnet") from exc
             raise LxcforgeError(f"cannot define network: {_message(exc)}") from exc
+        self._forget_network(str(net.name()))
         try:
             if start:
                 net.create()
@@ -187,6 +211,7 @@ class Virt:
                                 hint="is the subnet or bridge name already in use?") from exc
 
     def start_network(self, name: str) -> None:
+        self._net_states.pop(name, None)
         try:
             self._net(name).create()
         except libvirt.libvirtError as exc:
@@ -198,6 +223,7 @@ class Virt:
         one (its bridge goes down and up: attached interfaces are cut off)."""
         try:
             net = self.conn.networkDefineXML(xml)
+            self._forget_network(str(net.name()))
             if net.isActive():
                 net.destroy()
                 net.create()
@@ -208,10 +234,13 @@ class Virt:
         """Replace an existing network's persistent definition only: a running network
         (its bridge, dnsmasq, firewall) is untouched, as with a config-only update."""
         try:
-            self.conn.networkDefineXML(xml)
+            name = str(self.conn.networkDefineXML(xml).name())
         except libvirt.libvirtError as exc:
             raise LxcforgeError(f"cannot update the definition of a network: {_message(exc)}",
                                 hint=f"check it with 'virsh -c {self.uri} net-dumpxml --inactive NETWORK'") from exc
+        state = self._net_states.get(name)
+        if state is not None:  # a definition makes it persistent; running or not, it stays so
+            self._net_states[name] = (True, state[1])
 
     def remove_network(self, name: str) -> None:
         net = self._net(name)
@@ -226,9 +255,12 @@ class Virt:
 
     def _update_dhcp_host(self, network: str, command: int, host_xml: str, live: bool) -> None:
         net = self._net(network)
-        persistent = net.isPersistent()
+        try:
+            persistent, active = self._net_state(network, net)
+        except libvirt.libvirtError as exc:
+            raise LxcforgeError(f"network {network!r}: {_message(exc)}") from exc
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if persistent else 0
-        if live and net.isActive() or not persistent:
+        if live and active or not persistent:
             flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
         try:
             net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
@@ -292,7 +324,15 @@ class Virt:
         return leases
 
     # -- domains --------------------------------------------------------------------------
-    def _dom(self, name: str) -> libvirt.virDomain:
+    def _dom(self, name: str, *, handed_on: bool = False) -> libvirt.virDomain:
+        """The domain of name. handed_on: take the handle the previous step of the same
+        operation on this connection left (define, then start; the frozen destroy, then
+        undefine) instead of a lookup, a round trip; once only, so no handle outlives the
+        step after the one that got it."""
+        if handed_on:
+            dom = self._handed_on.pop(name, None)
+            if dom is not None:
+                return dom
         try:
             return self.conn.lookupByName(name)
         except libvirt.libvirtError as exc:
@@ -310,14 +350,15 @@ class Virt:
 
     def define_domain(self, xml: str) -> None:
         try:
-            self.conn.defineXML(xml)
+            dom = self.conn.defineXML(xml)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED and "already" in _message(exc):
                 raise AlreadyExists(_message(exc), hint="choose another name") from exc
             raise LxcforgeError(f"cannot define domain: {_message(exc)}") from exc
+        self._handed_on[str(dom.name())] = dom
 
     def start(self, name: str) -> None:
-        dom = self._dom(name)
+        dom = self._dom(name, handed_on=True)
         try:
             dom.create()
         except libvirt.libvirtError as exc:
@@ -342,9 +383,11 @@ class Virt:
         or that destroy fails (no freezer, say): the caller stops it the other way."""
         dom = self._dom(name)
         try:
-            if not dom.isActive():
+            state = dom.state()[0]
+            if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                self._handed_on[name] = dom
                 return True
-            paused_already = dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+            paused_already = state == libvirt.VIR_DOMAIN_PAUSED
             if not paused_already:
                 dom.suspend()
         except libvirt.libvirtError as exc:
@@ -352,7 +395,6 @@ class Virt:
             return False
         try:
             dom.destroy()
-            return True
         except libvirt.libvirtError as exc:
             log.debug("%s: destroy of the frozen container failed (%s)", name, _message(exc))
             if not paused_already:
@@ -360,6 +402,8 @@ class Virt:
                     if dom.isActive():
                         dom.resume()
             return False
+        self._handed_on[name] = dom  # for the undefine that follows
+        return True
 
     def shutdown(self, name: str) -> None:
         dom = self._dom(name)
@@ -370,7 +414,7 @@ class Virt:
             raise LxcforgeError(f"cannot shut down {name}: {_message(exc)}") from exc
 
     def undefine(self, name: str) -> None:
-        dom = self._dom(name)
+        dom = self._dom(name, handed_on=True)
         try:
             dom.undefine()
         except libvirt.libvirtError as exc:
@@ -516,28 +560,43 @@ class Virt:
 
     def domains(self, names: Iterable[str] | None = None, *, from_files: bool = False) -> list[DomainInfo]:
         """Every domain with its XML, or only those of names that exist: a command pays for
-        the containers it touches, not for every one on the host. States come from two
-        listings rather than a call per domain, and the XML calls run a few at a time
-        (libvirtd serves 5 per connection): a call is one round trip, ~0.7 ms, and hosts
-        have a thousand domains. from_files: read from libvirt's own files where this is the
-        local driver (the same XML, live for active domains): a thousand files cost ~30 ms,
-        a thousand calls ~0.5 s of libvirtd; a domain without its file is asked for."""
-        active = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
-        paused = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)}
+        the containers it touches, not for every one on the host. Every domain's state comes
+        from two listings rather than a call per domain; a few named ones' from a call each
+        (a listing of a thousand domains is ~11 ms of libvirtd's time). The XML calls run a
+        few at a time (libvirtd serves 5 per connection): a call is one round trip, ~0.7 ms,
+        and hosts have a thousand domains. from_files: read from libvirt's own files where
+        this is the local driver (the same XML, live for active domains): a thousand files
+        cost ~30 ms, a thousand calls ~0.5 s of libvirtd; a domain without its file is asked
+        for."""
         listed = self.conn.listAllDomains(0)
+        state_of: Callable[[libvirt.virDomain], str]
         if names is not None:
             wanted = set(names)
             listed = [dom for dom in listed if dom.name() in wanted]  # a name is no round trip
+
+            def state_of(dom: libvirt.virDomain) -> str:
+                return _STATES.get(dom.state()[0], "unknown")
+        else:
+            active = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+            paused = {d.UUIDString() for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED)}
+
+            def state_of(dom: libvirt.virDomain) -> str:
+                uuid = dom.UUIDString()
+                return "paused" if uuid in paused else "running" if uuid in active else "shut off"
         from_files = from_files and self.uri in LOCAL_URIS
 
         def info(dom: libvirt.virDomain) -> DomainInfo | None:
             uuid, name = dom.UUIDString(), dom.name()
-            state = "paused" if uuid in paused else "running" if uuid in active else "shut off"
-            if from_files:
-                xml = _saved_xml(name, uuid, state != "shut off")
-                if xml is not None:
-                    return DomainInfo(name=name, uuid=uuid, state=state, xml=xml)
+            if from_files and names is not None:
+                saved = _saved_domain(name, uuid)
+                if saved is not None:
+                    return DomainInfo(name=name, uuid=uuid, state=saved[0], xml=saved[1])
             try:
+                state = state_of(dom)
+                if from_files:
+                    xml = _saved_xml(name, uuid, state != "shut off")
+                    if xml is not None:
+                        return DomainInfo(name=name, uuid=uuid, state=state, xml=xml)
                 return DomainInfo(name=name, uuid=uuid, state=state, xml=dom.XMLDesc(0))
             except libvirt.libvirtError:
                 return None  # removed while we listed
@@ -563,6 +622,44 @@ class Virt:
             return {name: seen for name, seen in found if seen is not None}
 
 
+def _bridge_of(xml: str) -> str | None:
+    """The bridge a network definition names (libvirt fills it in when the network is defined)."""
+    match = _BRIDGE_NAME.search(xml)
+    return match.group(2) if match else None
+
+
+_BRIDGE_NAME = re.compile(r"<bridge\s[^>]*?\bname=(['\"])([^'\"]+)\1")
+
+
+def _saved_domain(name: str, uuid: str) -> tuple[str, str] | None:
+    """(state, XML) of a domain from libvirt's own files, no call: an active domain has a
+    status file (libvirt removes it when the domain stops) that records its state; else the
+    persistent definition, shut off. None where neither is this domain's."""
+    try:
+        text = (LXC_STATE_DIR / f"{name}.xml").read_text()
+    except OSError:
+        text = None
+    if text is not None:
+        xml = _domain_of_status(text)
+        match = _STATUS_STATE.search(text)
+        if xml is not None and match and f"<uuid>{uuid}</uuid>" in xml:
+            return _STATUS_STATES.get(match.group(1), "unknown"), xml
+    xml = _saved_xml(name, uuid, False)
+    return ("shut off", xml) if xml is not None else None
+
+
+_STATUS_STATE = re.compile(r"<domstatus\s[^>]*?\bstate='([a-z]+)'")
+# libvirt's names of states in status files (virDomainState), as _STATES names them.
+_STATUS_STATES = {"nostate": "nostate", "running": "running", "blocked": "blocked", "paused": "paused",
+                  "shutdown": "shutdown", "shutoff": "shut off", "crashed": "crashed", "pmsuspended": "suspended"}
+
+
+def _domain_of_status(text: str) -> str | None:
+    """The <domain> inside a status file's <domstatus>."""
+    start, end = text.find("<domain "), text.rfind("</domain>")
+    return text[start:end + len("</domain>")] if start >= 0 and end >= 0 else None
+
+
 def _saved_xml(name: str, uuid: str, active: bool) -> str | None:
     """A domain's XML from libvirt's own files (each written whole and renamed into place):
     for an active domain the live definition in its status file, else the persistent one;
@@ -572,45 +669,65 @@ def _saved_xml(name: str, uuid: str, active: bool) -> str | None:
     except OSError:
         return None
     if active:  # <domstatus ...> ... <domain ...>...</domain> ... </domstatus>
-        start, end = text.find("<domain "), text.rfind("</domain>")
-        if start < 0 or end < 0:
+        found = _domain_of_status(text)
+        if found is None:
             return None
-        text = text[start:end + len("</domain>")]
+        text = found
     return text if f"<uuid>{uuid}</uuid>" in text else None
 
 
 class ThreadConnections:
-    """One connection per worker thread, opened on first use and closed together. libvirtd
-    serves at most max_client_requests (5 by default) calls of one connection at a time, so
-    workers sharing one connection queue behind each other's long calls (a start, a destroy):
-    measured, a 1 ms lookup waited ~200 ms behind destroys."""
+    """Connections for worker threads, each shared by up to CALLS_AT_ONCE threads, opened on
+    first use and closed together. libvirtd serves at most max_client_requests (5 by
+    default) calls of one connection at a time, so many workers sharing one connection
+    queue behind each other's long calls (a start, a destroy): measured, a 1 ms lookup
+    waited ~200 ms behind destroys. A connection per thread instead cost 16 opens per
+    batch, each ~8 round trips through libvirtd's event loop (~80 ms apiece with 16 at
+    once and 1000 containers running)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, per_connection: int = CALLS_AT_ONCE) -> None:
         self.uri = uri
+        self.per_connection = per_connection
         self._local = threading.local()
-        self._opened: list[Virt] = []
+        self._slots: list[_Slot] = []
+        self._threads = 0
         self._lock = threading.Lock()
 
     def get(self) -> Virt:
         virt: Virt | None = getattr(self._local, "virt", None)
         if virt is None:
-            virt = Virt(self.uri)
-            self._local.virt = virt
             with self._lock:
-                self._opened.append(virt)
+                index = self._threads // self.per_connection
+                self._threads += 1
+                if index == len(self._slots):
+                    self._slots.append(_Slot())
+                slot = self._slots[index]
+            with slot.lock:  # the slot's other threads wait for this open, not other slots'
+                if slot.virt is None:
+                    slot.virt = Virt(self.uri)
+                virt = slot.virt
+            self._local.virt = virt
         return virt
 
     def close(self) -> None:
         with self._lock:
-            opened, self._opened = self._opened, []
-        for virt in opened:
-            virt.close()
+            opened = [slot.virt for slot in self._slots if slot.virt is not None]
+            self._slots, self._threads = [], 0
+        # Together: each close is a round trip (~6 ms with 1000 containers running).
+        with ThreadPoolExecutor(max_workers=max(1, len(opened))) as pool:
+            list(pool.map(Virt.close, opened))
 
     def __enter__(self) -> ThreadConnections:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    virt: Virt | None = None
 
 
 # -- lifecycle events ----------------------------------------------------------------------------

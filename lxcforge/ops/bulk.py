@@ -22,11 +22,20 @@ from lxcforge.errors import AlreadyExists, LxcforgeError
 from lxcforge.ops import addresses, capacity, repair, tuning
 from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
-from lxcforge.virt import ThreadConnections, Virt
+from lxcforge.virt import DomainInfo, ThreadConnections, Virt
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+# Addresses reserved at a time, at least (see _run_creations); bounded because choosing
+# each address looks at every reservation of its network. The tests set LXCFORGE_RESERVE_CHUNK
+# small to reach a batch's later chunks with a few containers.
+RESERVE_CHUNK = 64
+RESERVE_CHUNK_ENV = "LXCFORGE_RESERVE_CHUNK"
+
+
+def reserve_chunk() -> int:
+    return int(os.environ.get(RESERVE_CHUNK_ENV) or RESERVE_CHUNK)
 INTERRUPTED = "interrupted: not made, or undone"
 
 
@@ -284,15 +293,20 @@ def _run_creations(
     jobs: int,
     on_event: Event,
 ) -> tuple[list[Outcome], bool]:
-    """Reserve addresses a chunk at a time, just ahead of the workers (one network read and
-    one definition per chunk, not per container; and the first containers start at once
-    instead of after the whole batch's reservations), create in parallel, and watch the
-    lease table for all of them. Returns the outcomes and whether Ctrl-C cut it short."""
+    """Reserve addresses a chunk at a time, ahead of the workers (one network read and one
+    definition per chunk, not per container; and the first containers of a large batch
+    start at once instead of after the whole batch's reservations), create in parallel,
+    and watch the lease table for all of them. Returns the outcomes and whether Ctrl-C cut
+    it short."""
     outcomes: dict[str, Outcome] = {}
     waiting: dict[str, container_ops.Creation] = {}
     unreserved = list(wanted)
     reservations: dict[str, addresses.Reservation] = {}
     ahead = 2 * jobs  # submitted and not finished: enough that no worker waits for an address
+    # A chunk is topped up to at least RESERVE_CHUNK: each chunk costs a read and a
+    # definition of every network it uses, and with a thousand reservations on a network
+    # that is ~25 and ~70 ms of libvirtd's time under load, on the path of every container.
+    chunk_size = max(ahead, reserve_chunk())
     wait_for_address = options.start and options.wait
     with interrupts.deferred() as interrupt, \
             ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="lxcforge-new") as executor:
@@ -303,7 +317,7 @@ def _run_creations(
                 # submitted creation, a creation waiting for its lease, or an outcome.
                 interrupt.check()
                 if unreserved and len(futures) < ahead:
-                    chunk, unreserved = unreserved[:ahead - len(futures)], unreserved[ahead - len(futures):]
+                    chunk, unreserved = unreserved[:chunk_size], unreserved[chunk_size:]
                     try:
                         reserved = addresses.reserve_addresses(virt, pool, [(n, assignment[n]) for n in chunk],
                                                                options.ip)
@@ -437,34 +451,55 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- many existing containers -------------------------------------------------------------------
+@dataclass
+class Targets:
+    """What a command's names, globs or --all came to, and what was read to get there
+    (kept for destroy_many, which would otherwise list the same again)."""
+    names: list[str]
+    # Domains of those names as listed, whoever made them (their XML says whose).
+    listed: dict[str, DomainInfo] = field(default_factory=dict)
+    # This store's reservations without a domain, by name (addresses.orphaned_reservations);
+    # None where not read.
+    orphans: dict[str, list[tuple[str, network.DhcpHost]]] | None = None
+
+
 def resolve(settings: Settings, patterns: Sequence[str], *, all_: bool) -> list[str]:
     """Names, globs ('web*') and --all, against lxcforge's containers of this store. A literal
     name that matches nothing is kept, so the operation can say it does not exist."""
+    return resolve_targets(settings, patterns, all_=all_).names
+
+
+def resolve_targets(settings: Settings, patterns: Sequence[str], *, all_: bool,
+                    orphans: bool = False) -> Targets:
+    """resolve, with the domains it read and (with orphans, and always for globs and --all)
+    the store's reservations without a domain: one listing of the host's domains, one read
+    of each network."""
     globs = [p for p in patterns if any(ch in p for ch in "*?[")]
+    literal = {p for p in patterns if p not in globs}
     with Virt(settings.uri) as virt:
         defined = virt.domain_names()
-        # Only the domains a glob matches are read (their XML says whose they are).
-        candidates = defined if all_ else [n for n in defined if any(fnmatch.fnmatchcase(n, g) for g in globs)]
-        mine = []
-        for dom in virt.domains(candidates) if candidates else []:
-            meta = domain.read_metadata(dom.xml)
-            if meta is not None and meta.store == str(settings.store):
-                mine.append(dom.name)
+        # Only the domains named or matched are read (their XML says whose they are).
+        candidates = defined if all_ else [n for n in defined if n in literal
+                                           or any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        listed = {dom.name: dom for dom in virt.domains(candidates, from_files=True)} if candidates else {}
+        mine = [name for name, dom in listed.items()
+                if (name not in literal or all_ or any(fnmatch.fnmatchcase(name, g) for g in globs))
+                and (meta := domain.read_metadata(dom.xml)) is not None and meta.store == str(settings.store)]
         # Half-made containers count too: a subvolume or a reservation without a domain.
-        half_made: set[str] = set()
-        if all_ or globs:
-            half_made = set(addresses.orphaned_reservations(virt, str(settings.store), set(defined)))
+        found = (addresses.orphaned_reservations(virt, str(settings.store), set(defined))
+                 if all_ or globs or orphans else None)
+    half_made = set(found or ())
     on_disk = sorted(p.name for p in (settings.store / "containers").glob("*")) if all_ or patterns else []
     known = sorted(set(mine) | set(on_disk) | half_made)
     if all_:
-        return known
+        return Targets(known, listed, found)
     result: list[str] = []
     for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
+        if pattern in globs:
             result += [n for n in known if fnmatch.fnmatchcase(n, pattern) and n not in result]
         elif pattern not in result:
             result.append(names.validate_container_name(pattern))
-    return result
+    return Targets(result, listed, found)
 
 
 def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jobs: int | None = None,
@@ -492,17 +527,22 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
     return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started)
 
 
-def destroy_many(settings: Settings, targets: Sequence[str], *, missing_ok: bool = False, jobs: int | None = None,
-                 on_event: Event = lambda _kind, _name: None) -> Summary:
+def destroy_many(settings: Settings, targets: Sequence[str] | Targets, *, missing_ok: bool = False,
+                 jobs: int | None = None, on_event: Event = lambda _kind, _name: None) -> Summary:
     """Destroy in parallel, a libvirt connection per worker; the reservations of all of them
-    are dropped together at the end, one network read per network."""
+    are dropped together at the end, one network read per network. targets as resolve_targets
+    gave them (with orphans) are not listed again."""
     pool = Store.from_settings(settings).ensure()
     on_event = journaled(pool, "destroy", on_event)
     deferred: list[tuple[str, network.DhcpHost]] = []
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
-        listed = {d.name: d for d in virt.domains(targets)}
-        orphans = addresses.orphaned_reservations(virt, str(settings.store), set(virt.domain_names()))
-        summary = each("destroy", targets,
+        if isinstance(targets, Targets) and targets.orphans is not None:
+            wanted, listed, orphans = targets.names, targets.listed, targets.orphans
+        else:
+            wanted = targets.names if isinstance(targets, Targets) else list(targets)
+            listed = {d.name: d for d in virt.domains(wanted)}
+            orphans = addresses.orphaned_reservations(virt, str(settings.store), set(virt.domain_names()))
+        summary = each("destroy", wanted,
                        lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok,
                                                           virt=connections.get(), pool=pool, deferred=deferred,
                                                           listed=listed, orphans=orphans),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lxcforge import dhcp, faults, host, network
+from lxcforge.ops import bulk
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 from tests.integration.conftest import isolated_network, leases_of, lxcforge
@@ -67,8 +68,9 @@ def complete(pool: Store, virt: Virt, net: str, name: str) -> bool:
     return name in virt.domain_names() and pool.container_path(name).exists() and name in reserved
 
 
-def killed_at(pool: Store, step: str, *args: str) -> subprocess.CompletedProcess[str]:
-    result = lxcforge(pool.root, *args, env={faults.ENV: step})
+def killed_at(pool: Store, step: str, *args: str, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    result = lxcforge(pool.root, *args, env={faults.ENV: step, **(env or {})})
     assert result.returncode == -signal.SIGKILL, (step, result.returncode, result.stderr)
     return result
 
@@ -114,11 +116,11 @@ def test_kill_bulk_new_at_every_step_keeps_only_complete_containers(
         prefix = f"b{unique}{i}-"
         names = [f"{prefix}{n}" for n in range(1, 7)]
         # The third time the step is reached: some containers of the batch are further along.
-        # Steps once per batch: the first time; once per chunk of reservations (-j 2: four,
-        # then more as the first finish): the second.
+        # Steps once per batch: the first time; once per chunk of reservations (-j 2 and
+        # chunks of at least 4: four, then more as the first finish): the second.
         occurrence = {"new.locked": 1, "new.reclaimed": 1, "new.hostsfile": 2}.get(step, 3)
         killed_at(minimal_store, f"{step}@{occurrence}", "new", "--count", "6", "--prefix", prefix, "--network", net,
-                  "-j", "2")
+                  "-j", "2", env={bulk.RESERVE_CHUNK_ENV: "4"})
         assert lxcforge(minimal_store.root, "gc").returncode == 0
         kept = [n for n in names if n in virt.domain_names()]
         for name in kept:

@@ -214,7 +214,7 @@ def test_interrupted_bulk_new_leaves_nothing_behind(
             [sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "new", "--count", "40",
              "--prefix", prefix, "--network", net, "-j", "4", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+            env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent", bulk.RESERVE_CHUNK_ENV: "8"})
         # Past the first chunk of reservations: later ones are made while workers run.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and sum(d.name.startswith(prefix) for d in virt.domains()) < 6:
