@@ -286,6 +286,32 @@ def wait_lease_helpers(timeout: float = 120.0, quiet: float = 0.5, proc: Path = 
     return time.monotonic() - started
 
 
+def busy_fraction(before: CpuTimes, after: CpuTimes) -> float:
+    """The share of the host's CPU time (all cores) that was busy between two readings."""
+    busy = after.busy - before.busy
+    total = busy + (after.idle - before.idle) + (after.steal - before.steal)
+    return busy / total if total > 0 else 0.0
+
+
+def wait_idle(max_busy: float = 0.2, window: float = 1.0, timeout: float = 120.0,
+              read: Callable[[], CpuTimes] = read_cpu_times, sleep: Callable[[float], None] = time.sleep
+              ) -> tuple[float, float]:
+    """Wait until the host's CPU was busy at most max_busy of a whole window (all cores):
+    after a thousand containers go, the kernel tears their network namespaces down in its
+    workers for tens of seconds, CPU that would slow whatever is measured next. Returns the
+    seconds waited and the last window's busy share."""
+    waited = 0.0
+    before = read()
+    while True:
+        sleep(window)
+        waited += window
+        after = read()
+        share = busy_fraction(before, after)
+        if share <= max_busy or waited >= timeout:
+            return waited, share
+        before = after
+
+
 def take_sample(owners: bool = True, cpu_first: bool = False) -> Sample:
     """A window's edge. The host's counters are read last at its start and first at its end,
     so that reading processes and groups (tens of ms with thousands of containers) stays

@@ -88,12 +88,16 @@ def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners:
     record: dict[str, dict[str, Any]] = {}
     # The lease events of the last destroy (or of growing to N) are dnsmasq's to finish first.
     settled = hostfacts.wait_lease_helpers()
+    # And for the host to go quiet: the kernel's teardown of containers gone before (their
+    # network namespaces) runs on for a while after the command that removed them.
+    idle_wait, idle_share = hostfacts.wait_idle()
     wall, cpu, made = measured(store, owners, "new", "--count", str(count), "--prefix", prefix,
                                "--network", ",".join(nets), "--json", "--timeout", "300")
     summary = _document(made.stdout)
     summary = summary if isinstance(summary, dict) else {}
     phases = summary.get("phase_p50_ms") or {}
-    record["new"] = {"settled_s": round(settled, 2), "wall_s": wall, "exit": made.returncode,
+    record["new"] = {"settled_s": round(settled, 2), "idle_wait_s": idle_wait, "idle_busy": round(idle_share, 3),
+                     "wall_s": wall, "exit": made.returncode,
                      "seconds": summary.get("seconds"),
                      "succeeded": summary.get("succeeded"), "failed": len(summary.get("failed") or []),
                      "p50_s": summary.get("p50_seconds"), "lease_p50_ms": phases.get("lease"), "cpu": cpu,
@@ -119,7 +123,8 @@ def round_line(level: str, round_: int, record: Mapping[str, Mapping[str, Any]])
     new, destroy = record["new"], record["destroy"]
     listed, info = record.get("list", {}), record.get("info", {})
     lease = new.get("lease_p50_ms")
-    line = (f"N={level} round {round_}: lease helper done {new.get('settled_s', 0):.1f} s before; "
+    line = (f"N={level} round {round_}: lease helper done {new.get('settled_s', 0):.1f} s before, host quiet "
+            f"after {new.get('idle_wait_s', 0):.0f} s ({100 * new.get('idle_busy', 0):.0f} % busy); "
             f"new {new.get('succeeded')} in {new['wall_s']:.2f} s "
             f"(lease p50 {'-' if lease is None else f'{lease:.0f} ms'}), "
             f"list {listed.get('wall_s', float('nan')):.2f} s ({listed.get('listed')}), "

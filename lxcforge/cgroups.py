@@ -246,6 +246,7 @@ def start_domain(virt: Virt, name: str) -> None:
     meta = domain.read_metadata(info.xml)
     with unprivileged_start(info.uuid, meta.idmap_offset if meta is not None else None):
         virt.start(name)
+    host.disable_ipv6(virt.host_interfaces(name))
 
 
 def host_group(uuid: str) -> Path:

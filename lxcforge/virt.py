@@ -18,6 +18,7 @@ from pathlib import Path
 import libvirt
 import libvirt_lxc
 
+from lxcforge import host
 from lxcforge.errors import AlreadyExists, HostNotReady, LxcforgeError, NotFound
 
 log = logging.getLogger(__name__)
@@ -420,12 +421,33 @@ class Virt:
         except libvirt.libvirtError as exc:
             raise LxcforgeError(f"cannot undefine {name}: {_message(exc)}") from exc
 
-    def init_namespaces(self, name: str) -> set[int] | None:
+    def init_namespaces(self, name: str, *, from_libvirt: bool = False) -> set[int] | None:
         """The inodes of the namespaces libvirt enters for a running container (its init
         pid's, through the LXC API that virsh lxc-enter-namespace uses): None when it is not
         running, an empty set when libvirt has no init pid or a dead one (see
-        ops/repair.py). Compared with the real init's, they also show a stale pid."""
+        ops/repair.py). Compared with the real init's, they also show a stale pid. Locally
+        the pid is read where libvirt saves it right after learning it (the init element of
+        the domain's status file; virLXCProcessMonitorInitNotify), without two round trips
+        through libvirtd (~25 ms under load with 1000 containers running)."""
+        if self.uri in LOCAL_URIS and not from_libvirt:
+            pid = _status_init_pid(name)
+            if pid is not None:
+                return _init_namespaces(pid)
         return self._namespaces(self._dom(name))
+
+    def host_interfaces(self, name: str) -> list[str]:
+        """The host ends of a running domain's network interfaces (the target devices libvirt
+        named), from its status file locally, else from its live definition."""
+        xml = None
+        if self.uri in LOCAL_URIS:
+            with contextlib.suppress(OSError):
+                xml = _domain_of_status((LXC_STATE_DIR / f"{name}.xml").read_text())
+        if xml is None:
+            try:
+                xml = str(self._dom(name).XMLDesc(0))
+            except libvirt.libvirtError as exc:
+                raise LxcforgeError(f"{name}: {_message(exc)}") from exc
+        return [dev for block in _INTERFACE.findall(xml) for dev in _TARGET_DEV.findall(block)]
 
     def open_namespaces(self, name: str) -> list[int]:
         """Descriptors of a running container's namespaces, as libvirt opens them for
@@ -611,8 +633,11 @@ class Virt:
 
     def running_init_namespaces(self, skip: Iterable[str] = ()) -> dict[str, set[int]]:
         """init_namespaces of every running domain but those in skip, a few calls at a time."""
+        local = self.uri in LOCAL_URIS
+
         def one(dom: libvirt.virDomain) -> tuple[str, set[int] | None]:
-            return dom.name(), self._namespaces(dom)
+            pid = _status_init_pid(dom.name()) if local else None
+            return dom.name(), _init_namespaces(pid) if pid is not None else self._namespaces(dom)
 
         skipped = set(skip)
         running = [d for d in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
@@ -620,6 +645,28 @@ class Virt:
         with ThreadPoolExecutor(max_workers=CALLS_AT_ONCE) as pool:
             found = pool.map(one, running)
             return {name: seen for name, seen in found if seen is not None}
+
+
+def _status_init_pid(name: str) -> int | None:
+    """The init pid libvirt holds for a running domain, from its status file (0 where it has
+    none); None where there is no status file to read (not running, or not local)."""
+    try:
+        text = (LXC_STATE_DIR / f"{name}.xml").read_text()
+    except OSError:
+        return None
+    found = _INIT_PID.search(text[:text.find("<domain ")] if "<domain " in text else text)
+    return int(found.group(1)) if found else 0
+
+
+_INIT_PID = re.compile(r"<init\s+pid='(\d+)'")
+_INTERFACE = re.compile(r"<interface\s.*?</interface>", re.S)
+_TARGET_DEV = re.compile(r"<target\s[^>]*?\bdev=['\"]([^'\"]+)['\"]")
+
+
+def _init_namespaces(pid: int) -> set[int]:
+    """The namespaces libvirt opens for lxc-enter-namespace of init pid (empty where there
+    is no such process, as libvirt's open then fails)."""
+    return host.namespace_inodes(pid, ("user", "ipc", "uts", "net", "pid", "mnt")) if pid > 0 else set()
 
 
 def _bridge_of(xml: str) -> str | None:

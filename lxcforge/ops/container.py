@@ -308,6 +308,7 @@ class Creator:
             with cgroups.unprivileged_start(spec.uuid, spec.idmap_offset):
                 virt.start(name)
             c.undo.push(f"running {name}", lambda: _kill(virt, name))
+            host.disable_ipv6(virt.host_interfaces(name))  # its bridge port's own: see there
             faults.point("new.started")
             c.timed("start", t)
             if not self.options.wait:

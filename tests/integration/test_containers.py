@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lxcforge import dhcp, host, network, store
+from lxcforge import dhcp, domain, host, network, store
 from lxcforge.rootfs import fixups
 from lxcforge.store import Store
-from lxcforge.virt import Virt
+from lxcforge.virt import DomainInfo, Virt
 from tests.integration.conftest import TEST_PASSWORD, leases_of, lxcforge
 from tests.integration.console import console_login
 from tests.support import fedora_repo
@@ -173,6 +173,12 @@ def test_exec_stop_start_destroy(
     from_file = virt.leases(session_network)
     assert address in {lease.ip for lease in from_file}
     assert sorted(from_file, key=repr) == sorted(virt.leases(session_network, from_libvirt=True), key=repr)
+    # So are its init pid (the namespaces libvirt would open) and, for a command's named
+    # containers, its state and definition.
+    assert virt.init_namespaces(name) == virt.init_namespaces(name, from_libvirt=True) != set()
+    assert _as_read(virt.domains([name], from_files=True)) == _as_read(virt.domains([name]))
+    assert virt.domains([name])[0].state == "running"
+    _no_ipv6_on_host_ends(virt, name)
 
     ran = subprocess.run([sys.executable, "-m", "lxcforge", "--store", str(cached_pool.root), "exec", name, "--",
                           "sh", "-c", "read line; echo got:$line; echo oops >&2; exit 7"],
@@ -181,10 +187,13 @@ def test_exec_stop_start_destroy(
 
     assert lxcforge(cached_pool.root, "stop", name, "--timeout", "20").returncode == 0
     assert virt.state(name) == "shut off"
+    assert _as_read(virt.domains([name], from_files=True)) == _as_read(virt.domains([name]))
+    assert virt.init_namespaces(name) is None
     started = lxcforge(cached_pool.root, "start", name)
     assert started.returncode == 0 and address in started.stdout, started.stderr
     info = json.loads(lxcforge(cached_pool.root, "info", name, "--json").stdout)
     assert info["ipv4"] == address and info["state"] == "running"
+    _no_ipv6_on_host_ends(virt, name)  # a new veth at every start
     assert isinstance(info["exclusive_bytes"], int)
 
     veths_before = veths_on(virt, session_network)
@@ -199,6 +208,41 @@ def test_exec_stop_start_destroy(
     again = lxcforge(cached_pool.root, "destroy", name)
     assert again.returncode == 1 and "does not exist" in again.stderr
     assert lxcforge(cached_pool.root, "destroy", "--missing-ok", name).returncode == 0
+
+
+def _as_read(infos: list[DomainInfo]) -> list[tuple[str, str, str, domain.Metadata | None]]:
+    """What a command takes from a listing (the files' XML is laid out differently)."""
+    return [(d.name, d.uuid, d.state, domain.read_metadata(d.xml)) for d in infos]
+
+
+def _no_ipv6_on_host_ends(virt: Virt, name: str) -> None:
+    """The host end of the container's veth (as libvirt lists it) is a bridge port without
+    IPv6: no address, no route of its own in any table."""
+    listed = subprocess.run(["virsh", "-c", "lxc:///", "domiflist", name], capture_output=True, text=True,
+                            check=True).stdout
+    ends = virt.host_interfaces(name)
+    assert ends and all(end in listed for end in ends)
+    for end in ends:
+        assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
+        routes = subprocess.run(["ip", "-6", "route", "show", "table", "all", "dev", end], capture_output=True,
+                                text=True, check=True).stdout
+        addresses = subprocess.run(["ip", "-6", "addr", "show", "dev", end], capture_output=True, text=True,
+                                   check=True).stdout
+        assert (routes, "inet6" in addresses) == ("", False), end
+
+
+def test_a_network_is_read_in_one_call_once_its_state_is_known(session_network: str) -> None:
+    with Virt("lxc:///") as virt:
+        first = virt.network(session_network)
+        assert first is not None and first.active and first.persistent
+        shown = subprocess.run(["virsh", "-c", "lxc:///", "net-info", session_network], capture_output=True,
+                               text=True, check=True).stdout
+        assert f"Bridge:         {first.bridge}\n" in shown  # the bridge, read from the definition
+        handle, calls = virt._net(session_network), []
+        for method in ("isActive", "isPersistent", "XMLDesc", "bridgeName"):
+            real = getattr(handle, method)
+            setattr(handle, method, lambda *a, _name=method, _real=real: (calls.append(_name), _real(*a))[1])
+        assert virt.network(session_network) == first and calls == ["XMLDesc"]
 
 
 def _nothing_made(pool: Store, virt: Virt, net: str, name: str) -> None:

@@ -563,3 +563,15 @@ def test_wait_lease_helpers_waits_while_the_helper_runs_and_returns_once_quiet(t
     (proc / "8" / "comm").write_text("libvirt_leasesh\n")  # the kernel cuts comm to 15 characters
     assert hostfacts.lease_helper_running(proc)
     assert hostfacts.wait_lease_helpers(timeout=0.4, quiet=0.1, proc=proc) >= 0.4
+
+
+def test_wait_idle_waits_for_a_quiet_window_of_the_whole_host() -> None:
+    # busy, steal, idle in seconds of all cores: two windows mostly busy, then a quiet one.
+    readings = iter([CpuTimes(0, 0, 0), CpuTimes(1.8, 0, 0.2), CpuTimes(3.0, 0, 1.0), CpuTimes(3.1, 0, 2.9)])
+    slept: list[float] = []
+    waited, share = hostfacts.wait_idle(max_busy=0.2, window=1.0, read=lambda: next(readings), sleep=slept.append)
+    assert (waited, slept) == (3.0, [1.0, 1.0, 1.0]) and share == pytest.approx(0.05)
+    assert hostfacts.busy_fraction(CpuTimes(0, 0, 0), CpuTimes(1, 1, 2)) == pytest.approx(0.25)
+    # It gives up after timeout, saying how busy the host still was.
+    always = iter([CpuTimes(i, 0, 0) for i in range(10)])
+    assert hostfacts.wait_idle(window=1.0, timeout=2.0, read=lambda: next(always), sleep=lambda _s: None) == (2.0, 1.0)

@@ -48,3 +48,62 @@ def test_list_reads_a_domains_xml_only_from_that_domains_own_file(
     assert live is not None and live.startswith("<domain ") and live.endswith("</domain>") and "<memory>1" in live
     assert virt._saved_xml("web", "u-2", active=False) is None  # redefined since: ask libvirt
     assert virt._saved_xml("db", "u-3", active=True) is None  # transient, or no file: ask libvirt
+
+
+def test_a_running_domains_state_and_init_pid_come_from_its_status_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lxcforge import virt
+
+    monkeypatch.setattr(virt, "LXC_CONFIG_DIR", tmp_path / "etc")
+    monkeypatch.setattr(virt, "LXC_STATE_DIR", tmp_path / "run")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "etc" / "web.xml").write_text("<domain><name>web</name><uuid>u-1</uuid></domain>")
+    assert virt._saved_domain("web", "u-1") == ("shut off", "<domain><name>web</name><uuid>u-1</uuid></domain>")
+    assert virt._status_init_pid("web") is None  # not running: libvirt is asked
+    status = ("<domstatus state='paused' reason='user' pid='40'>\n  <init pid='{pid}'/>\n  <domain type='lxc' id='7'>"
+              "<name>web</name><uuid>u-1</uuid><init pid='1'/></domain>\n</domstatus>\n")
+    (tmp_path / "run" / "web.xml").write_text(status.format(pid=os.getpid()))
+    state, xml = virt._saved_domain("web", "u-1") or ("", "")
+    assert state == "paused" and xml.startswith("<domain type='lxc' id='7'>")
+    assert virt._saved_domain("web", "u-2") is None  # redefined since: libvirt is asked
+    # The status element's pid, not anything inside the domain's own definition.
+    assert virt._status_init_pid("web") == os.getpid()
+    assert virt._init_namespaces(os.getpid()) == host.namespace_inodes(os.getpid())
+    (tmp_path / "run" / "web.xml").write_text(status.replace("<init pid='{pid}'/>\n  ", ""))
+    assert virt._status_init_pid("web") == 0 and virt._init_namespaces(0) == set()  # libvirt has no pid
+    # A stale pid (the previous run's, of a process gone since) opens nothing, as libvirt's call fails.
+    assert virt._init_namespaces(2**22 + 1) == set()
+
+
+def test_a_networks_bridge_is_read_from_its_definition() -> None:
+    from lxcforge import virt
+
+    assert virt._bridge_of("<network><name>n</name><bridge name='lxf-n' stp='off' delay='0'/></network>") == "lxf-n"
+    assert virt._bridge_of('<network><bridge stp="on" name="virbr0"/></network>') == "virbr0"
+    assert virt._bridge_of("<network><name>n</name><forward mode='bridge'/></network>") is None
+
+
+def test_a_running_domains_host_interfaces_come_from_its_status_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lxcforge import virt
+
+    monkeypatch.setattr(virt, "LXC_STATE_DIR", tmp_path)
+    (tmp_path / "web.xml").write_text(
+        "<domstatus state='running' pid='40'>\n  <init pid='41'/>\n  <domain type='lxc' id='7'><name>web</name>"
+        "<devices><filesystem type='mount'><source dir='/s'/><target dir='/'/></filesystem>"
+        "<interface type='network'><mac address='02:00:00:00:00:01'/><source network='n' bridge='br'/>"
+        "<target dev='vnet12'/><model type='virtio'/></interface>"
+        "<interface type='network'><source network='m'/><target dev=\"vnet13\"/></interface>"
+        "<console type='pty'><target type='lxc' port='0'/></console></devices></domain>\n</domstatus>\n")
+    with virt.Virt("test:///default") as connection:
+        connection.uri = "lxc:///"  # as the local driver reads it (no call is made)
+        assert connection.host_interfaces("web") == ["vnet12", "vnet13"]
+
+
+def test_ipv6_is_turned_off_on_the_interfaces_that_exist(tmp_path: Path) -> None:
+    conf = tmp_path / "sys" / "net" / "ipv6" / "conf"
+    (conf / "vnet1").mkdir(parents=True)
+    (conf / "vnet1" / "disable_ipv6").write_text("0\n")
+    assert host.disable_ipv6(["vnet1", "gone"], proc=tmp_path) == ["vnet1"]
+    assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"

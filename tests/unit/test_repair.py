@@ -26,6 +26,9 @@ class ScriptedVirt:
     def start(self, name: str) -> None:
         self.calls.append("start")
 
+    def host_interfaces(self, name: str) -> list[str]:
+        return []  # none to turn IPv6 off on
+
     def domain(self, name: str) -> DomainInfo:  # a privileged container's definition
         return DomainInfo(name, "6a0e2f6c-0000-4000-8000-000000000001", "running", "<domain type='lxc'/>")
 
