@@ -68,6 +68,7 @@ def main() -> None:
             print(f"round {number}: {result}", file=sys.stderr, flush=True)
     finally:
         lxcforge(args.store, "network", "rm", net)
+    hostfacts.compile_sources(REPO / "lxcforge")
     facts = hostfacts.host_facts()
     report = {"host": facts, "count": args.count, "rounds": rounds,
               "addressed_s": hostfacts.spread([float(r["addressed_s"]) for r in rounds]),  # type: ignore[arg-type]

@@ -100,7 +100,9 @@ def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners:
                      "wall_s": wall, "exit": made.returncode,
                      "seconds": summary.get("seconds"),
                      "succeeded": summary.get("succeeded"), "failed": len(summary.get("failed") or []),
-                     "p50_s": summary.get("p50_seconds"), "lease_p50_ms": phases.get("lease"), "cpu": cpu,
+                     "p50_s": summary.get("p50_seconds"), "lease_p50_ms": phases.get("lease"),
+                     "phase_p50_ms": phases, "before_first_s": summary.get("before_first_seconds"),
+                     "after_last_s": summary.get("after_last_seconds"), "cpu": cpu,
                      **({"error": made.stderr.strip()[-500:]} if made.returncode else {})}
     try:
         wall, cpu, listed = measured(store, owners, "list", "--json")
@@ -115,6 +117,8 @@ def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners:
         summary = summary if isinstance(summary, dict) else {}
         record["destroy"] = {"wall_s": wall, "exit": gone.returncode, "seconds": summary.get("seconds"),
                              "parallel_seconds": summary.get("parallel_seconds"),
+                             "before_first_s": summary.get("before_first_seconds"),
+                             "after_last_s": summary.get("after_last_seconds"),
                              "succeeded": summary.get("succeeded"), "cpu": cpu}
     return record
 
@@ -283,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     json_stream = hostfacts.json_to_stdout() if args.json == "-" else None
     out = sys.stderr if json_stream is not None else sys.stdout
     owners = not args.no_owner_split
+    hostfacts.compile_sources(REPO / "lxcforge")
     facts = hostfacts.host_facts()
     print(hostfacts.host_line(facts), file=out, flush=True)
     prefix = f"ops{os.urandom(2).hex()}-"

@@ -521,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --count must be at least 1")
     json_stream = hostfacts.json_to_stdout() if args.json == "-" else None
     out = sys.stderr if json_stream is not None else sys.stdout
+    hostfacts.compile_sources(REPO / "lxcforge")
     facts = hostfacts.host_facts()
     print(hostfacts.host_line(facts), file=out, flush=True)
     owners = not args.no_owner_split

@@ -914,8 +914,8 @@ def report(
 def info(name: ContainerArg, xml: Annotated[bool, typer.Option("--xml", help="Print the domain XML.")] = False,
          as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Show one container, with the disk space only it uses."""
-    container, domain_xml = container_ops.info(state.settings, name)
-    if xml:
+    container, domain_xml = container_ops.info(state.settings, name, with_xml=xml)
+    if domain_xml is not None:
         out().print(domain_xml, markup=False, end="")
     elif as_json:
         print_json(container)

@@ -312,13 +312,15 @@ def disable_ipv6(interfaces: Iterable[str], proc: Path = PROC) -> list[str]:
     address and three IPv6 routes, and the kernel walks every IPv6 route of the host, under
     its global network lock, whenever any interface goes up, changes or goes: with a thousand
     containers, ~3000 routes per veth added or removed, so starting and stopping containers
-    in parallel queued on each other inside libvirtd. Returns those turned off (a kernel
-    without IPv6, or an interface gone meanwhile, is skipped)."""
+    in parallel queued on each other inside libvirtd. Returns those it turned off (one
+    already off, a kernel without IPv6, or an interface gone meanwhile is skipped)."""
     done = []
     for name in interfaces:
+        switch = proc / "sys" / "net" / "ipv6" / "conf" / name / "disable_ipv6"
         with contextlib.suppress(OSError):
-            (proc / "sys" / "net" / "ipv6" / "conf" / name / "disable_ipv6").write_text("1\n")
-            done.append(name)
+            if switch.read_text().strip() == "0":
+                switch.write_text("1\n")
+                done.append(name)
     return done
 
 

@@ -26,7 +26,7 @@ import btrfsutil
 from lxcforge import faults, host
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, CommandFailed, HostNotReady, InUse, LxcforgeError, NotFound
-from lxcforge.run import die_with_parent, run, which
+from lxcforge.run import die_with_parent, query, run, which
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ def _nested_subvolumes(path: Path) -> list[Path]:
 def _du(path: Path) -> tuple[int, int] | None:
     """(total, exclusive) bytes of path as `btrfs filesystem du` counts them: exclusive is what
     only this subvolume holds (not shared with its base), known without quotas."""
-    result = run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=False)
+    result = query(["btrfs", "filesystem", "du", "-s", "--raw", str(path)])
     if result.returncode != 0:
         return None
     for line in result.stdout.splitlines()[1:]:
@@ -533,7 +533,7 @@ def total_bytes(path: Path) -> int | None:
 
 def quotas_enabled(path: Path) -> bool | None:
     """True when btrfs qgroups are on for the filesystem holding path (None: cannot tell)."""
-    result = run(["btrfs", "qgroup", "show", str(path)], check=False)
+    result = query(["btrfs", "qgroup", "show", str(path)])
     if result.returncode == 0:
         return True
     if "quota" in result.stderr.lower() and "not enabled" in result.stderr.lower():

@@ -447,7 +447,7 @@ class Virt:
                 xml = str(self._dom(name).XMLDesc(0))
             except libvirt.libvirtError as exc:
                 raise LxcforgeError(f"{name}: {_message(exc)}") from exc
-        return [dev for block in _INTERFACE.findall(xml) for dev in _TARGET_DEV.findall(block)]
+        return interface_targets(xml)
 
     def open_namespaces(self, name: str) -> list[int]:
         """Descriptors of a running container's namespaces, as libvirt opens them for
@@ -567,8 +567,16 @@ class Virt:
     def is_active(self, name: str) -> bool:
         return bool(self._dom(name).isActive())
 
-    def domain(self, name: str) -> DomainInfo:
+    def domain(self, name: str, *, from_files: bool = False) -> DomainInfo:
+        """A domain's state and XML. from_files: locally, read from libvirt's own files (see
+        _saved_domain; the same definition, laid out a little differently): one lookup
+        instead of three calls."""
         dom = self._dom(name)
+        if from_files and self.uri in LOCAL_URIS:
+            uuid = dom.UUIDString()
+            saved = _saved_domain(name, uuid)
+            if saved is not None:
+                return DomainInfo(name=name, uuid=uuid, state=saved[0], xml=saved[1])
         return self._info(dom)
 
     def _info(self, dom: libvirt.virDomain) -> DomainInfo:
@@ -645,6 +653,12 @@ class Virt:
         with ThreadPoolExecutor(max_workers=CALLS_AT_ONCE) as pool:
             found = pool.map(one, running)
             return {name: seen for name, seen in found if seen is not None}
+
+
+def interface_targets(xml: str) -> list[str]:
+    """The host devices a domain definition's interfaces are attached through (libvirt
+    names them in the live definition of a running domain)."""
+    return [dev for block in _INTERFACE.findall(xml) for dev in _TARGET_DEV.findall(block)]
 
 
 def _status_init_pid(name: str) -> int | None:

@@ -547,12 +547,29 @@ def destroy_many(settings: Settings, targets: Sequence[str] | Targets, *, missin
                                                           virt=connections.get(), pool=pool, deferred=deferred,
                                                           listed=listed, orphans=orphans),
                        jobs=jobs or destroy_jobs(), on_event=on_event)
-        for net, entries in addresses.by_network(deferred).items():
-            try:
-                addresses.drop_addresses(virt, net, entries)
-            except LxcforgeError as exc:
-                for entry in entries:
-                    for outcome in summary.outcomes:
-                        if outcome.name == entry.name:
-                            outcome.ok, outcome.error = False, f"reservation not dropped: {exc.message}"
+        _drop_deferred(virt, deferred, summary)
     return summary
+
+
+def _drop_deferred(virt: Virt, deferred: Sequence[tuple[str, network.DhcpHost]], summary: Summary) -> None:
+    """The batch's reservations and leases, each network's at once and the networks side by
+    side (each is a read and a definition of a network holding every other container's
+    reservation: ~0.1 s apiece with 1000 running)."""
+    grouped = addresses.by_network(deferred)
+
+    def drop(net: str) -> LxcforgeError | None:
+        try:
+            addresses.drop_addresses(virt, net, grouped[net])
+        except LxcforgeError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, len(grouped))) as pool:
+        failures = dict(zip(grouped, pool.map(drop, grouped), strict=True))
+    for net, exc in failures.items():
+        if exc is None:
+            continue
+        for entry in grouped[net]:
+            for outcome in summary.outcomes:
+                if outcome.name == entry.name:
+                    outcome.ok, outcome.error = False, f"reservation not dropped: {exc.message}"

@@ -456,7 +456,7 @@ def _mine(settings: Settings, info: DomainInfo) -> domain.Metadata:
 
 
 def describe(virt: Virt, settings: Settings, dom_name: str) -> Container:
-    info = virt.domain(dom_name)
+    info = virt.domain(dom_name, from_files=True)
     return _container(virt, info, _mine(settings, info), settings)
 
 
@@ -502,11 +502,12 @@ def _managed_running(uri: str) -> dict[str, bool]:
         return repair.managed_running(virt, remembered=True)
 
 
-def info(settings: Settings, name: str) -> tuple[Container, str]:
+def info(settings: Settings, name: str, *, with_xml: bool = False) -> tuple[Container, str | None]:
+    """The container, and with_xml its definition as libvirt gives it."""
     names.validate_container_name(name)
     with Virt(settings.uri) as virt:
         container = describe(virt, settings, name)
-        xml = virt.domain(name).xml
+        xml = virt.domain(name).xml if with_xml else None
     exclusive = store.exclusive_bytes(Path(container.path)) if container.path else None
     return dataclasses.replace(container, exclusive_bytes=exclusive), xml
 

@@ -179,6 +179,12 @@ def test_exec_stop_start_destroy(
     assert _as_read(virt.domains([name], from_files=True)) == _as_read(virt.domains([name]))
     assert virt.domains([name])[0].state == "running"
     _no_ipv6_on_host_ends(virt, name)
+    # One started by an older lxcforge (IPv6 on): host tune turns it off.
+    for end in virt.host_interfaces(name):
+        Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").write_text("0\n")
+    tuned = lxcforge(None, "host", "tune", "--json")
+    assert tuned.returncode == 0 and json.loads(tuned.stdout)["veth_ipv6_turned_off"] >= 1, tuned.stderr
+    _no_ipv6_on_host_ends(virt, name)
 
     ran = subprocess.run([sys.executable, "-m", "lxcforge", "--store", str(cached_pool.root), "exec", name, "--",
                           "sh", "-c", "read line; echo got:$line; echo oops >&2; exit 7"],

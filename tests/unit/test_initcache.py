@@ -107,3 +107,4 @@ def test_ipv6_is_turned_off_on_the_interfaces_that_exist(tmp_path: Path) -> None
     (conf / "vnet1" / "disable_ipv6").write_text("0\n")
     assert host.disable_ipv6(["vnet1", "gone"], proc=tmp_path) == ["vnet1"]
     assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
+    assert host.disable_ipv6(["vnet1"], proc=tmp_path) == []  # already off: nothing to report

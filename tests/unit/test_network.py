@@ -138,3 +138,37 @@ def test_the_gateway_is_the_address_that_serves_dhcp() -> None:
     assert str(network.parse_network_xml(two).gateway) == "10.1.0.1/24"
     bare = "<network><name>bare</name><ip address='10.9.0.1' prefix='24'/></network>"
     assert str(network.parse_network_xml(bare).gateway) == "10.9.0.1/24"
+
+
+def _rewritten(xml: str, add: list[network.DhcpHost], remove: list[str]) -> str:
+    """xml_with_hosts by parse and rewrite alone (its fallback)."""
+    real = network._spliced_hosts
+    try:
+        network._spliced_hosts = lambda *_args: None  # type: ignore[assignment]
+        return network.xml_with_hosts(xml, add, remove)
+    finally:
+        network._spliced_hosts = real
+
+
+def test_xml_with_hosts_edits_libvirts_layout_as_the_rewrite_would() -> None:
+    many = "".join(f"      <host mac='02:4c:46:00:{i // 256:02x}:{i % 256:02x}' name='w{i}' "
+                   f"ip='10.77.{i // 250}.{i % 250 + 2}'/>\n" for i in range(300))
+    big = DEFAULT.replace("      <host mac='02:4c:46:00:00:01' name='web1' ip='192.168.122.2'/>\n", many)
+    ipv6 = DEFAULT.replace("</network>", "  <ip family='ipv6' address='fd00::1' prefix='64'>\n    <dhcp>\n"
+                           "      <range start='fd00::2' end='fd00::ff'/>\n    </dhcp>\n  </ip>\n</network>")
+    lab = network.network_xml("lab", "10.77.0.0/24", isolated=True)
+    add = [network.DhcpHost("02:4c:46:01:00:01", "10.77.9.1", "n1"), network.DhcpHost("02:4c:46:01:00:02",
+                                                                                    "10.77.9.2")]
+    for xml in (DEFAULT, big, ipv6, lab):
+        for remove in ([], ["02:4C:46:00:00:01", "02:4c:46:00:01:05"]):
+            spliced = network._spliced_hosts(xml, add, remove)
+            assert spliced is not None
+            assert network.parse_network_xml(spliced) == network.parse_network_xml(_rewritten(xml, add, remove))
+            assert spliced.replace(" ", "").count("<host") == xml.count("<host") + 2 - sum(
+                xml.lower().count(f"mac='{m.lower()}'") + xml.lower().count(f'mac="{m.lower()}"') for m in remove)
+    # Laid out otherwise (a host with a lease element, </dhcp> on a host's line): the rewrite.
+    leased = DEFAULT.replace("ip='192.168.122.2'/>", "ip='192.168.122.2'><lease expiry='1' unit='hours'/></host>")
+    compact = "<network><name>c</name><ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' " \
+              "end='10.1.0.9'/></dhcp></ip></network>"
+    assert network._spliced_hosts(leased, add, []) is None and network._spliced_hosts(compact, add, []) is None
+    assert network.parse_network_xml(network.xml_with_hosts(compact, add)).hosts == tuple(add)
