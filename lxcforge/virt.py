@@ -90,6 +90,8 @@ class Virt:
         self.uri = uri
         self._networks: dict[str, libvirt.virNetwork] = {}
         self._bridges: dict[str, str] = {}
+        # Each lease status file as last parsed, by bridge (see _status_leases).
+        self._status_cache: dict[str, tuple[tuple[int, int, int], list[Lease] | None]] = {}
         # A domain handle one step leaves for the next (see _dom).
         self._handed_on: dict[str, libvirt.virDomain] = {}
         # (persistent, active) of each network, asked once per connection (see network()).
@@ -307,22 +309,22 @@ class Virt:
                 bridge = self._bridges[network] = self._net(network).bridgeName()
             except libvirt.libvirtError:
                 return None
+        path = DNSMASQ_STATE_DIR / f"{bridge}.status"
         try:
-            entries = json.loads((DNSMASQ_STATE_DIR / f"{bridge}.status").read_text())
+            with path.open("rb") as file:
+                st = os.fstat(file.fileno())
+                # libvirt's helper replaces the file whole at every lease event (a new inode):
+                # a poll that finds the same one need not parse a thousand leases again.
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._status_cache.get(bridge)
+                if cached is None or cached[0] != key:
+                    cached = self._status_cache[bridge] = (key, _parse_status(file.read()))
         except (OSError, ValueError):
             return None
-        if not isinstance(entries, list):
+        if cached[1] is None:
             return None
         now = time.time()
-        leases = []
-        for entry in entries:
-            ip, mac = entry.get("ip-address"), entry.get("mac-address")
-            expiry = int(entry.get("expiry-time") or 0)
-            if not ip or not mac or ":" in ip or (expiry and expiry < now):
-                continue
-            leases.append(Lease(mac=mac.lower(), ip=ip, hostname=entry.get("hostname"), expiry=expiry,
-                                client_id=entry.get("client-id") or None))
-        return leases
+        return [lease for lease in cached[1] if not (lease.expiry and lease.expiry < now)]
 
     # -- domains --------------------------------------------------------------------------
     def _dom(self, name: str, *, handed_on: bool = False) -> libvirt.virDomain:
@@ -653,6 +655,21 @@ class Virt:
         with ThreadPoolExecutor(max_workers=CALLS_AT_ONCE) as pool:
             found = pool.map(one, running)
             return {name: seen for name, seen in found if seen is not None}
+
+
+def _parse_status(data: bytes) -> list[Lease] | None:
+    """The IPv4 leases in a lease helper's status file (expired ones included)."""
+    entries = json.loads(data)
+    if not isinstance(entries, list):
+        return None
+    leases = []
+    for entry in entries:
+        ip, mac = entry.get("ip-address"), entry.get("mac-address")
+        if not ip or not mac or ":" in ip:
+            continue
+        leases.append(Lease(mac=mac.lower(), ip=ip, hostname=entry.get("hostname"),
+                            expiry=int(entry.get("expiry-time") or 0), client_id=entry.get("client-id") or None))
+    return leases
 
 
 def interface_targets(xml: str) -> list[str]:

@@ -108,3 +108,30 @@ def test_ipv6_is_turned_off_on_the_interfaces_that_exist(tmp_path: Path) -> None
     assert host.disable_ipv6(["vnet1", "gone"], proc=tmp_path) == ["vnet1"]
     assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
     assert host.disable_ipv6(["vnet1"], proc=tmp_path) == []  # already off: nothing to report
+
+
+def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from lxcforge import virt
+
+    monkeypatch.setattr(virt, "DNSMASQ_STATE_DIR", tmp_path)
+    parsed: list[bytes] = []
+    real = virt._parse_status
+    monkeypatch.setattr(virt, "_parse_status", lambda data: (parsed.append(data), real(data))[1])
+
+    def write(*ips: str) -> None:  # as libvirt's helper does: a new file renamed into place
+        (tmp_path / "new").write_text(json.dumps(
+            [{"ip-address": ip, "mac-address": "02:4C:46:00:00:01", "expiry-time": 4102444800} for ip in ips]
+            + [{"ip-address": "10.0.0.9", "mac-address": "02:4c:46:00:00:09", "expiry-time": 1}]))
+        (tmp_path / "new").rename(tmp_path / "br0.status")
+
+    with virt.Virt("test:///default") as connection:
+        connection.uri = "lxc:///"
+        connection._bridges["lab"] = "br0"
+        write("10.0.0.2")
+        assert [(lease.mac, lease.ip) for lease in connection.leases("lab")] == [("02:4c:46:00:00:01", "10.0.0.2")]
+        assert [lease.ip for lease in connection.leases("lab")] == ["10.0.0.2"] and len(parsed) == 1
+        write("10.0.0.2", "10.0.0.3")
+        assert [lease.ip for lease in connection.leases("lab")] == ["10.0.0.2", "10.0.0.3"] and len(parsed) == 2
