@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import random
 import re
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -124,9 +125,19 @@ def parse_network_xml(xml: str) -> NetworkPlan:
     )
 
 
+def _as_int(address: str) -> int:
+    """A dotted-quad IPv4 address as a number, ~10x faster than ipaddress's parse: a batch
+    picks addresses against every reservation of the network (a thousand, per container)."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)  # strict dotted quad, unlike inet_aton
+    except OSError:
+        return int(ipaddress.IPv4Address(address))  # raises the usual ValueError
+    return int.from_bytes(packed, "big")
+
+
 def _free(plan: NetworkPlan, avoid: Iterable[str]) -> Iterator[ipaddress.IPv4Address]:
-    taken = {int(ipaddress.IPv4Address(h.ip)) for h in plan.hosts}
-    taken |= {int(ipaddress.IPv4Address(a)) for a in avoid}
+    taken = {_as_int(h.ip) for h in plan.hosts}
+    taken |= {_as_int(a) for a in avoid}
     if plan.gateway is not None:
         taken.add(int(plan.gateway.ip))
     for start, end in plan.ranges:
