@@ -378,15 +378,16 @@ class Virt:
             if dom.isActive():
                 raise LxcforgeError(f"cannot stop {name}: {_message(exc)}") from exc
 
-    def destroy_frozen(self, name: str) -> bool:
+    def destroy_frozen(self, name: str, *, running: bool = False) -> bool:
         """Stop at once by freezing the container first: libvirt's destroy then kills a
         paused container's whole cgroup with SIGKILL and is done (~40 ms), where a running
         one gets SIGTERM and ~200 ms sleeps until it is gone (virCgroupKillPainfully), which
         queue up in parallel batches. False, with the container as it was, where freezing
-        or that destroy fails (no freezer, say): the caller stops it the other way."""
+        or that destroy fails (no freezer, say): the caller stops it the other way.
+        running: the caller has just seen it running (a batch's listing): no call to ask."""
         dom = self._dom(name)
         try:
-            state = dom.state()[0]
+            state = libvirt.VIR_DOMAIN_RUNNING if running else dom.state()[0]
             if state == libvirt.VIR_DOMAIN_SHUTOFF:
                 self._handed_on[name] = dom
                 return True
@@ -394,6 +395,10 @@ class Virt:
             if not paused_already:
                 dom.suspend()
         except libvirt.libvirtError as exc:
+            with contextlib.suppress(libvirt.libvirtError):
+                if running and not dom.isActive():
+                    self._handed_on[name] = dom  # stopped since it was listed
+                    return True
             log.debug("%s: cannot freeze it (%s); killing it the other way", name, _message(exc))
             return False
         try:

@@ -322,13 +322,13 @@ class Creator:
 EXIT_WAIT_SECONDS = 10.0
 
 
-def _kill(virt: Virt, name: str) -> None:
+def _kill(virt: Virt, name: str, *, running: bool = False) -> None:
     """Stop at once: frozen, then destroyed (Virt.destroy_frozen); where that cannot be,
     SIGKILL to init, then libvirt's destroy (which alone waits ~2 s for a systemd init to
-    ignore SIGTERM)."""
+    ignore SIGTERM). running: just seen running (destroy_frozen need not ask)."""
     controller, group = _controller_and_group(name)
     init = host.lxc_init_pid(name)
-    if virt.destroy_frozen(name):
+    if virt.destroy_frozen(name, running=running):
         # libvirt returns once the signals are sent. The container's init exits only after
         # every process of its pid namespace has (the kernel waits for them), so once it and
         # the controller are gone its cgroups are empty: removable, and no start of the same
@@ -657,7 +657,7 @@ def destroy(settings: Settings, name: str, *, missing_ok: bool = False, virt: Vi
         pool.mark_pending(name, "destroy")
         if dom is not None and meta is not None:
             try:
-                _kill(virt, name)
+                _kill(virt, name, running=dom.state == "running")
                 faults.point("destroy.killed")
                 _undefine(virt, name, dom.uuid)
                 faults.point("destroy.undefined")

@@ -50,3 +50,26 @@ def test_a_step_hands_its_domain_to_the_next_instead_of_a_lookup() -> None:
         assert not virt.domain_exists(name) and looked_up == [name, name]
         with pytest.raises(NotFound):
             virt.start(name)
+
+
+def test_the_frozen_destroy_of_a_container_just_listed_running_asks_no_state() -> None:
+    name = f"lxs-{os.getpid()}"
+    with Virt(TEST_URI) as virt:
+        virt.define_domain(f"<domain type='test'><name>{name}</name><memory>65536</memory>"
+                           "<os><type>hvm</type></os></domain>")
+        virt.start(name)
+        asked: list[str] = []
+        real = virt.conn.lookupByName
+
+        def lookup(n: str) -> object:
+            dom = real(n)
+            state = dom.state
+            dom.state = lambda *a: (asked.append("state"), state(*a))[1]
+            return dom
+
+        virt.conn.lookupByName = lookup  # type: ignore[method-assign,assignment]
+        assert virt.destroy_frozen(name, running=True) and asked == []
+        assert virt.state(name) == "shut off"
+        # Stopped since it was listed: nothing to kill, and no error.
+        assert virt.destroy_frozen(name, running=True)
+        virt.undefine(name)
