@@ -198,7 +198,7 @@ def xml_with_hosts(xml: str, add: Sequence[DhcpHost] = (), remove_macs: Iterable
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-_IP_BLOCK = re.compile(r"<ip\b[^>]*>.*?</ip>", re.S)
+_IP_BLOCK = re.compile(r"<ip\b[^>]*(?<!/)>.*?</ip>", re.S)  # not a self-closed <ip .../>
 _HOST = re.compile(r"[ \t]*<host\b([^>]*)/>[ \t]*\n?")
 _MAC_ATTR = re.compile(r"\bmac=(['\"])([^'\"]*)\1")
 
@@ -213,6 +213,8 @@ def _spliced_hosts(xml: str, add: Sequence[DhcpHost], remove_macs: Iterable[str]
     if len(blocks) != 1:
         return None
     block = blocks[0].group(0)
+    if re.search(r"<ip\b", block[3:]):
+        return None  # an <ip> inside: not a layout this edit knows
     start, end = block.index("<dhcp>"), block.find("</dhcp>")
     if end < 0 or re.search(r"<host\b[^>]*[^/]>", block[start:end]):
         return None  # a host with children (a lease element)

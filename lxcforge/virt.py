@@ -81,6 +81,7 @@ LXC_CONFIG_DIR = Path("/etc/libvirt/lxc")
 LXC_STATE_DIR = Path("/run/libvirt/lxc")
 # libvirt's lease helper keeps each network's leases in BRIDGE.status here.
 DNSMASQ_STATE_DIR = Path("/var/lib/libvirt/dnsmasq")
+STATUS_SETTLED_NS = 100_000_000
 
 
 class Virt:
@@ -177,14 +178,16 @@ class Virt:
             # Removed (or removed and made again) since this connection looked it up.
             self._forget_network(name)
             return self.network(name, _retry=True)
-        bridge = self._bridges.get(name) or _bridge_of(xml)
-        if bridge is None:
+        # A running network's bridge is asked once (its persistent definition may name
+        # another since an edit that has not been applied); a stopped one's is the definition's.
+        bridge = self._bridges.get(name)
+        if bridge is None and active:
             try:
-                bridge = net.bridgeName()
+                bridge = self._bridges[name] = str(net.bridgeName())
             except libvirt.libvirtError:
                 bridge = None
-        if bridge is not None:
-            self._bridges[name] = bridge
+        if bridge is None:
+            bridge = _bridge_of(xml)
         return NetworkInfo(name=name, active=active, persistent=persistent, bridge=bridge, xml=xml)
 
     def live_network_xml(self, name: str) -> str:
@@ -318,7 +321,11 @@ class Virt:
                 key = (st.st_ino, st.st_mtime_ns, st.st_size)
                 cached = self._status_cache.get(bridge)
                 if cached is None or cached[0] != key:
-                    cached = self._status_cache[bridge] = (key, _parse_status(file.read()))
+                    cached = (key, _parse_status(file.read()))
+                    # Not kept while it is this fresh: a second rewrite within the clock's
+                    # granularity could reuse the inode and the size.
+                    if time.time_ns() - st.st_mtime_ns > STATUS_SETTLED_NS:
+                        self._status_cache[bridge] = cached
         except (OSError, ValueError):
             return None
         if cached[1] is None:
@@ -444,7 +451,8 @@ class Virt:
 
     def host_interfaces(self, name: str) -> list[str]:
         """The host ends of a running domain's network interfaces (the target devices libvirt
-        named), from its status file locally, else from its live definition."""
+        named), from its status file locally, else from its live definition; none where
+        neither can be read (gone meanwhile): for best-effort steps after a start."""
         xml = None
         if self.uri in LOCAL_URIS:
             with contextlib.suppress(OSError):
@@ -452,8 +460,9 @@ class Virt:
         if xml is None:
             try:
                 xml = str(self._dom(name).XMLDesc(0))
-            except libvirt.libvirtError as exc:
-                raise LxcforgeError(f"{name}: {_message(exc)}") from exc
+            except (libvirt.libvirtError, LxcforgeError) as exc:
+                log.debug("%s: no interfaces read: %s", name, exc)
+                return []
         return interface_targets(xml)
 
     def open_namespaces(self, name: str) -> list[int]:

@@ -529,7 +529,7 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
 
 def destroy_many(settings: Settings, targets: Sequence[str] | Targets, *, missing_ok: bool = False,
                  jobs: int | None = None, on_event: Event = lambda _kind, _name: None) -> Summary:
-    """Destroy in parallel, a libvirt connection per worker; the reservations of all of them
+    """Destroy in parallel, four workers to a libvirt connection; the reservations of all of them
     are dropped together at the end, one network read per network. targets as resolve_targets
     gave them (with orphans) are not listed again."""
     pool = Store.from_settings(settings).ensure()
@@ -557,11 +557,13 @@ def _drop_deferred(virt: Virt, deferred: Sequence[tuple[str, network.DhcpHost]],
     reservation: ~0.1 s apiece with 1000 running)."""
     grouped = addresses.by_network(deferred)
 
-    def drop(net: str) -> LxcforgeError | None:
+    def drop(net: str) -> str | None:
         try:
             addresses.drop_addresses(virt, net, grouped[net])
         except LxcforgeError as exc:
-            return exc
+            return exc.message
+        except Exception as exc:  # noqa: BLE001 - reported per container, like the others
+            return f"{type(exc).__name__}: {exc}"
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, len(grouped))) as pool:
@@ -572,4 +574,4 @@ def _drop_deferred(virt: Virt, deferred: Sequence[tuple[str, network.DhcpHost]],
         for entry in grouped[net]:
             for outcome in summary.outcomes:
                 if outcome.name == entry.name:
-                    outcome.ok, outcome.error = False, f"reservation not dropped: {exc.message}"
+                    outcome.ok, outcome.error = False, f"reservation not dropped: {exc}"

@@ -220,7 +220,7 @@ class Creator:
 
     def __init__(self, settings: Settings, pool: Store, virt: Virt, base: str, options: NewOptions,
                  connect: Callable[[], Virt] | None = None) -> None:
-        # Workers of a batch each use their own connection (see virt.ThreadConnections).
+        # Workers of a batch share a few connections (see virt.ThreadConnections).
         self.connect = connect or (lambda: virt)
         # Containers confirmed managed, with the identity that holds for (initcache.key).
         self.confirmed: dict[str, str] = {}

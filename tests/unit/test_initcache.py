@@ -1,6 +1,7 @@
 """list's memory of containers whose init libvirt knows: keyed by the processes that know it."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,7 @@ def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
             [{"ip-address": ip, "mac-address": "02:4C:46:00:00:01", "expiry-time": 4102444800} for ip in ips]
             + [{"ip-address": "10.0.0.9", "mac-address": "02:4c:46:00:00:09", "expiry-time": 1}]))
         (tmp_path / "new").rename(tmp_path / "br0.status")
+        os.utime(tmp_path / "br0.status", ns=(0, time.time_ns() - 2 * virt.STATUS_SETTLED_NS))
 
     with virt.Virt("test:///default") as connection:
         connection.uri = "lxc:///"
@@ -135,3 +137,8 @@ def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
         assert [lease.ip for lease in connection.leases("lab")] == ["10.0.0.2"] and len(parsed) == 1
         write("10.0.0.2", "10.0.0.3")
         assert [lease.ip for lease in connection.leases("lab")] == ["10.0.0.2", "10.0.0.3"] and len(parsed) == 2
+        # One rewritten this very moment is parsed at every read until it has settled.
+        (tmp_path / "br0.status").touch()
+        connection.leases("lab")
+        connection.leases("lab")
+        assert len(parsed) == 4

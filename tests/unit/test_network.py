@@ -171,4 +171,11 @@ def test_xml_with_hosts_edits_libvirts_layout_as_the_rewrite_would() -> None:
     compact = "<network><name>c</name><ip address='10.1.0.1' prefix='24'><dhcp><range start='10.1.0.2' " \
               "end='10.1.0.9'/></dhcp></ip></network>"
     assert network._spliced_hosts(leased, add, []) is None and network._spliced_hosts(compact, add, []) is None
+    # A self-closed IPv4 <ip/> before an IPv6 one with DHCP: no IPv4 host goes into the IPv6 block.
+    v4_without_dhcp = ("<network>\n  <name>n</name>\n  <ip address='10.0.1.1' prefix='24'/>\n"
+                       "  <ip family='ipv6' address='fd00::1' prefix='64'>\n    <dhcp>\n"
+                       "      <range start='fd00::2' end='fd00::ff'/>\n    </dhcp>\n  </ip>\n</network>\n")
+    assert network._spliced_hosts(v4_without_dhcp, add, []) is None
+    with pytest.raises(ValueError):
+        network.xml_with_hosts(v4_without_dhcp, add)
     assert network.parse_network_xml(network.xml_with_hosts(compact, add)).hosts == tuple(add)
