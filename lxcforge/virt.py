@@ -178,17 +178,20 @@ class Virt:
             # Removed (or removed and made again) since this connection looked it up.
             self._forget_network(name)
             return self.network(name, _retry=True)
-        # A running network's bridge is asked once (its persistent definition may name
-        # another since an edit that has not been applied); a stopped one's is the definition's.
-        bridge = self._bridges.get(name)
-        if bridge is None and active:
-            try:
-                bridge = self._bridges[name] = str(net.bridgeName())
-            except libvirt.libvirtError:
-                bridge = None
-        if bridge is None:
-            bridge = _bridge_of(xml)
+        # A running network's bridge is asked (its persistent definition may name another
+        # since an edit that has not been applied); a stopped one's is the definition's.
+        bridge = (self._running_bridge(name) if active else None) or _bridge_of(xml)
         return NetworkInfo(name=name, active=active, persistent=persistent, bridge=bridge, xml=xml)
+
+    def _running_bridge(self, name: str) -> str | None:
+        """A running network's bridge, asked once per connection (None if libvirt cannot say)."""
+        bridge = self._bridges.get(name)
+        if bridge is None:
+            try:
+                bridge = self._bridges[name] = str(self._net(name).bridgeName())
+            except libvirt.libvirtError:
+                return None
+        return bridge
 
     def live_network_xml(self, name: str) -> str:
         """The running definition (without config-only changes)."""
@@ -306,12 +309,9 @@ class Virt:
     def _status_leases(self, network: str) -> list[Lease] | None:
         """Leases from DNSMASQ_STATE_DIR/BRIDGE.status, unexpired, as virNetworkGetDHCPLeases
         gives them; None where that file cannot be read (libvirt is asked then)."""
-        bridge = self._bridges.get(network)
+        bridge = self._running_bridge(network)
         if bridge is None:
-            try:
-                bridge = self._bridges[network] = self._net(network).bridgeName()
-            except libvirt.libvirtError:
-                return None
+            return None
         path = DNSMASQ_STATE_DIR / f"{bridge}.status"
         try:
             with path.open("rb") as file:
@@ -453,10 +453,8 @@ class Virt:
         """The host ends of a running domain's network interfaces (the target devices libvirt
         named), from its status file locally, else from its live definition; none where
         neither can be read (gone meanwhile): for best-effort steps after a start."""
-        xml = None
-        if self.uri in LOCAL_URIS:
-            with contextlib.suppress(OSError):
-                xml = _domain_of_status((LXC_STATE_DIR / f"{name}.xml").read_text())
+        status = _libvirt_file(LXC_STATE_DIR, name) if self.uri in LOCAL_URIS else None
+        xml = _domain_of_status(status) if status is not None else None
         if xml is None:
             try:
                 xml = str(self._dom(name).XMLDesc(0))
@@ -696,9 +694,8 @@ def interface_targets(xml: str) -> list[str]:
 def _status_init_pid(name: str) -> int | None:
     """The init pid libvirt holds for a running domain, from its status file (0 where it has
     none); None where there is no status file to read (not running, or not local)."""
-    try:
-        text = (LXC_STATE_DIR / f"{name}.xml").read_text()
-    except OSError:
+    text = _libvirt_file(LXC_STATE_DIR, name)
+    if text is None:
         return None
     found = _INIT_PID.search(text[:text.find("<domain ")] if "<domain " in text else text)
     return int(found.group(1)) if found else 0
@@ -728,10 +725,7 @@ def _saved_domain(name: str, uuid: str) -> tuple[str, str] | None:
     """(state, XML) of a domain from libvirt's own files, no call: an active domain has a
     status file (libvirt removes it when the domain stops) that records its state; else the
     persistent definition, shut off. None where neither is this domain's."""
-    try:
-        text = (LXC_STATE_DIR / f"{name}.xml").read_text()
-    except OSError:
-        text = None
+    text = _libvirt_file(LXC_STATE_DIR, name)
     if text is not None:
         xml = _domain_of_status(text)
         match = _STATUS_STATE.search(text)
@@ -747,6 +741,15 @@ _STATUS_STATES = {"nostate": "nostate", "running": "running", "blocked": "blocke
                   "shutdown": "shutdown", "shutoff": "shut off", "crashed": "crashed", "pmsuspended": "suspended"}
 
 
+def _libvirt_file(directory: Path, name: str) -> str | None:
+    """A domain's file in one of libvirt's directories (LXC_STATE_DIR: its status while it
+    runs; LXC_CONFIG_DIR: its persistent definition), or None where there is none."""
+    try:
+        return (directory / f"{name}.xml").read_text()
+    except OSError:
+        return None
+
+
 def _domain_of_status(text: str) -> str | None:
     """The <domain> inside a status file's <domstatus>."""
     start, end = text.find("<domain "), text.rfind("</domain>")
@@ -757,9 +760,8 @@ def _saved_xml(name: str, uuid: str, active: bool) -> str | None:
     """A domain's XML from libvirt's own files (each written whole and renamed into place):
     for an active domain the live definition in its status file, else the persistent one;
     None where there is no such file of this domain (a transient domain, another's file)."""
-    try:
-        text = ((LXC_STATE_DIR if active else LXC_CONFIG_DIR) / f"{name}.xml").read_text()
-    except OSError:
+    text = _libvirt_file(LXC_STATE_DIR if active else LXC_CONFIG_DIR, name)
+    if text is None:
         return None
     if active:  # <domstatus ...> ... <domain ...>...</domain> ... </domstatus>
         found = _domain_of_status(text)
