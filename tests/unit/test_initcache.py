@@ -32,14 +32,21 @@ def test_a_yes_holds_for_the_same_daemon_and_controller_only(tmp_path: Path,
     assert initcache.load() == {}  # a broken file costs a full check, nothing else
 
 
-def test_list_reads_a_domains_xml_only_from_that_domains_own_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def libvirt_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """libvirt's LXC config (etc) and status (run) directories, empty, under tmp_path."""
     from lxcforge import virt
 
-    monkeypatch.setattr(virt, "LXC_CONFIG_DIR", tmp_path / "etc")
-    monkeypatch.setattr(virt, "LXC_STATE_DIR", tmp_path / "run")
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "run").mkdir()
+    for attr, sub in (("LXC_CONFIG_DIR", "etc"), ("LXC_STATE_DIR", "run")):
+        monkeypatch.setattr(virt, attr, tmp_path / sub)
+        (tmp_path / sub).mkdir()
+    return tmp_path
+
+
+def test_list_reads_a_domains_xml_only_from_that_domains_own_file(libvirt_dirs: Path) -> None:
+    from lxcforge import virt
+
+    tmp_path = libvirt_dirs
     (tmp_path / "etc" / "web.xml").write_text("<domain><name>web</name><uuid>u-1</uuid><memory>2</memory></domain>")
     (tmp_path / "run" / "web.xml").write_text("<domstatus state='running'>\n  <monitor/>\n  <domain type='lxc' "
                                               "id='7'><name>web</name><uuid>u-1</uuid><memory>1</memory></domain>\n"
@@ -51,14 +58,10 @@ def test_list_reads_a_domains_xml_only_from_that_domains_own_file(
     assert virt._saved_xml("db", "u-3", active=True) is None  # transient, or no file: ask libvirt
 
 
-def test_a_running_domains_state_and_init_pid_come_from_its_status_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_domains_state_and_init_pid_come_from_its_status_file(libvirt_dirs: Path) -> None:
     from lxcforge import virt
 
-    monkeypatch.setattr(virt, "LXC_CONFIG_DIR", tmp_path / "etc")
-    monkeypatch.setattr(virt, "LXC_STATE_DIR", tmp_path / "run")
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "run").mkdir()
+    tmp_path = libvirt_dirs
     (tmp_path / "etc" / "web.xml").write_text("<domain><name>web</name><uuid>u-1</uuid></domain>")
     assert virt._saved_domain("web", "u-1") == ("shut off", "<domain><name>web</name><uuid>u-1</uuid></domain>")
     assert virt._status_init_pid("web") is None  # not running: libvirt is asked
