@@ -244,7 +244,13 @@ def start_domain(virt: Virt, name: str) -> None:
     """Start a defined container's domain, a user namespace's needs included (above)."""
     info = virt.domain(name)
     meta = domain.read_metadata(info.xml)
-    with unprivileged_start(info.uuid, meta.idmap_offset if meta is not None else None):
+    start_defined(virt, name, info.uuid, meta.idmap_offset if meta is not None else None)
+
+
+def start_defined(virt: Virt, name: str, uuid: str, idmap_offset: int | None) -> None:
+    """Every start of a container: within unprivileged_start, then IPv6 off on the host end of
+    its veth (host.disable_ipv6: a bridge port needs no address of its own)."""
+    with unprivileged_start(uuid, idmap_offset):
         virt.start(name)
     host.disable_ipv6(virt.host_interfaces(name))
 

@@ -305,10 +305,8 @@ class Creator:
             # Undone after the kill below, even where libvirtd is gone: a start it cut short
             # can leave the container's end of the veth pair in the host's namespace.
             c.undo.push(f"veth of {name}", lambda: remove_left_veth(spec.mac))
-            with cgroups.unprivileged_start(spec.uuid, spec.idmap_offset):
-                virt.start(name)
+            cgroups.start_defined(virt, name, spec.uuid, spec.idmap_offset)
             c.undo.push(f"running {name}", lambda: _kill(virt, name))
-            host.disable_ipv6(virt.host_interfaces(name))  # its bridge port's own: see there
             faults.point("new.started")
             c.timed("start", t)
             if not self.options.wait:
