@@ -27,6 +27,7 @@ from lxcforge.virt import DomainInfo, ThreadConnections, Virt
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+INTERRUPTED = "interrupted: not made, or undone"
 # Addresses reserved at a time, at least (see _run_creations); bounded because choosing
 # each address looks at every reservation of its network. The tests set LXCFORGE_RESERVE_CHUNK
 # small to reach a batch's later chunks with a few containers.
@@ -36,7 +37,6 @@ RESERVE_CHUNK_ENV = "LXCFORGE_RESERVE_CHUNK"
 
 def reserve_chunk() -> int:
     return int(os.environ.get(RESERVE_CHUNK_ENV) or RESERVE_CHUNK)
-INTERRUPTED = "interrupted: not made, or undone"
 
 
 def default_jobs() -> int:
@@ -478,13 +478,12 @@ def resolve_targets(settings: Settings, patterns: Sequence[str], *, all_: bool,
     literal = {p for p in patterns if p not in globs}
     with Virt(settings.uri) as virt:
         defined = virt.domain_names()
-        # Only the domains named or matched are read (their XML says whose they are).
-        candidates = defined if all_ else [n for n in defined if n in literal
-                                           or any(fnmatch.fnmatchcase(n, g) for g in globs)]
-        listed = {dom.name: dom for dom in virt.domains(candidates, from_files=True)} if candidates else {}
-        mine = [name for name, dom in listed.items()
-                if (name not in literal or all_ or any(fnmatch.fnmatchcase(name, g) for g in globs))
-                and (meta := domain.read_metadata(dom.xml)) is not None and meta.store == str(settings.store)]
+        matched = defined if all_ else [n for n in defined if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        # Only the domains matched or named are read (their XML says whose they are).
+        wanted = sorted(set(matched) | (literal & set(defined)))
+        listed = {dom.name: dom for dom in virt.domains(wanted, from_files=True)} if wanted else {}
+        mine = [name for name in matched if name in listed
+                and (meta := domain.read_metadata(listed[name].xml)) is not None and meta.store == str(settings.store)]
         # Half-made containers count too: a subvolume or a reservation without a domain.
         found = (addresses.orphaned_reservations(virt, str(settings.store), set(defined))
                  if all_ or globs or orphans else None)
@@ -527,25 +526,22 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
     return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started)
 
 
-def destroy_many(settings: Settings, targets: Sequence[str] | Targets, *, missing_ok: bool = False,
+def destroy_many(settings: Settings, targets: Targets, *, missing_ok: bool = False,
                  jobs: int | None = None, on_event: Event = lambda _kind, _name: None) -> Summary:
     """Destroy in parallel, four workers to a libvirt connection; the reservations of all of them
-    are dropped together at the end, one network read per network. targets as resolve_targets
-    gave them (with orphans) are not listed again."""
+    are dropped together at the end, one network read per network. What resolving the names
+    read (resolve_targets) is not read again."""
     pool = Store.from_settings(settings).ensure()
     on_event = journaled(pool, "destroy", on_event)
     deferred: list[tuple[str, network.DhcpHost]] = []
     with Virt(settings.uri) as virt, ThreadConnections(settings.uri) as connections:
-        if isinstance(targets, Targets) and targets.orphans is not None:
-            wanted, listed, orphans = targets.names, targets.listed, targets.orphans
-        else:
-            wanted = targets.names if isinstance(targets, Targets) else list(targets)
-            listed = {d.name: d for d in virt.domains(wanted)}
+        orphans = targets.orphans
+        if orphans is None:
             orphans = addresses.orphaned_reservations(virt, str(settings.store), set(virt.domain_names()))
-        summary = each("destroy", wanted,
+        summary = each("destroy", targets.names,
                        lambda name: container_ops.destroy(settings, name, missing_ok=missing_ok,
                                                           virt=connections.get(), pool=pool, deferred=deferred,
-                                                          listed=listed, orphans=orphans),
+                                                          listed=targets.listed, orphans=orphans),
                        jobs=jobs or destroy_jobs(), on_event=on_event)
         _drop_deferred(virt, deferred, summary)
     return summary
