@@ -57,12 +57,8 @@ def run(
     hint: str | None = None,
 ) -> Result:
     """Run argv and return its result; raise CommandFailed on a non-zero exit when check."""
-    argv = [str(a) for a in argv]
-    log.debug("+ %s", shlex.join(argv))
-    full_env = dict(os.environ)
-    full_env.update({"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"})
-    if env:
-        full_env.update(env)
+    argv = _logged(argv)
+    full_env = _environment(env)
     # Imported here: sh (and asyncio, which it loads) costs every command ~25 ms of
     # start-up, and most commands run no program.
     import sh
@@ -70,10 +66,7 @@ def run(
     try:
         command = sh.Command(argv[0])
     except sh.CommandNotFound:
-        raise HostNotReady(
-            f"program not found: {argv[0]}",
-            hint="install it (vagrant/provision.sh installs everything lxcforge uses)",
-        ) from None
+        raise _not_found(argv[0]) from None
     stdout_parts: list[str] = []
 
     def collect(line: str) -> None:
@@ -100,9 +93,7 @@ def run(
     stdout = "".join(stdout_parts) if on_line is not None else _decode(finished.stdout)
     stderr = _decode(finished.stderr)
     result = Result(finished.exit_code, stdout, stderr)
-    if check and result.returncode != 0:
-        raise CommandFailed(argv, result.returncode, _tail(stderr or stdout), hint=hint)
-    return result
+    return _checked(argv, result, check, hint)
 
 
 def query(argv: Sequence[str], *, check: bool = False, hint: str | None = None) -> Result:
@@ -112,18 +103,33 @@ def query(argv: Sequence[str], *, check: bool = False, hint: str | None = None) 
     errors and die-with-parent as run()."""
     import subprocess
 
-    argv = [str(a) for a in argv]
-    log.debug("+ %s", shlex.join(argv))
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    argv = _logged(argv)
     try:
-        finished = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+        finished = subprocess.run(argv, env=_environment(None), stdin=subprocess.DEVNULL, capture_output=True,
                                   preexec_fn=die_with_parent, check=False)
     except FileNotFoundError:
-        raise HostNotReady(
-            f"program not found: {argv[0]}",
-            hint="install it (vagrant/provision.sh installs everything lxcforge uses)",
-        ) from None
+        raise _not_found(argv[0]) from None
     result = Result(finished.returncode, _decode(finished.stdout), _decode(finished.stderr))
+    return _checked(argv, result, check, hint)
+
+
+def _logged(argv: Sequence[str]) -> list[str]:
+    argv = [str(a) for a in argv]
+    log.debug("+ %s", shlex.join(argv))
+    return argv
+
+
+def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's environment with a C.UTF-8 locale (parsed output stays parseable), plus extra."""
+    return {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", **(extra or {})}
+
+
+def _not_found(program: str) -> HostNotReady:
+    return HostNotReady(f"program not found: {program}",
+                        hint="install it (vagrant/provision.sh installs everything lxcforge uses)")
+
+
+def _checked(argv: list[str], result: Result, check: bool, hint: str | None) -> Result:
     if check and result.returncode != 0:
         raise CommandFailed(argv, result.returncode, _tail(result.stderr or result.stdout), hint=hint)
     return result
