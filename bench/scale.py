@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,16 @@ def mem_available() -> int:
     return 0
 
 
+def destroy_window(owners: bool, owner: str, command: Callable[[], object]) -> tuple[float, dict[str, object]]:
+    """A destroy's wall time, and its CPU over a window kept open until libvirt's lease helper
+    has worked through the destroy's releases: their CPU is the destroy's, not the next run's."""
+    window = hostfacts.Window(owners)
+    window.run(owner, command)
+    destroyed = window.elapsed()
+    hostfacts.wait_lease_helpers()
+    return destroyed, window.close()
+
+
 def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int | None,
                  static_ip: bool, systemd: bool, unprivileged: bool = False, owners: bool = True) -> dict[str, object]:
     prefix = "lxb-"
@@ -143,11 +153,8 @@ def run_lxcforge(store: Path, base: str, count: int, nets: list[str], jobs: int 
         sizes = [exclusive_bytes(Path(c["path"])) for c in summary["created"][:5]]
         exclusive = [size for size in sizes if size is not None]
     finally:
-        window = hostfacts.Window(owners)
-        window.run("lxcforge", lambda: lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False))
-        destroyed = window.elapsed()
-        hostfacts.wait_lease_helpers()  # the releases' CPU is destroy's, not the next run's
-        cpu["destroy"] = window.close()
+        destroyed, cpu["destroy"] = destroy_window(
+            owners, "lxcforge", lambda: lxcforge("--store", str(store), "destroy", f"{prefix}*", check=False))
     phases = summary.get("phase_p50_ms", {})
     own = sum(v for k, v in phases.items() if k in ("check", "snapshot", "fixups", "address", "define"))
     return {
@@ -217,11 +224,8 @@ done
         cpu["ready"] = window.close()
         states = system_states(running) if systemd else {}
     finally:
-        window = hostfacts.Window(owners)
-        window.run("2013 loop", lambda: subprocess.run(["bash", "-c", destroy], check=False))
-        destroyed = window.elapsed()
-        hostfacts.wait_lease_helpers()  # the releases' CPU is destroy's, not the next run's
-        cpu["destroy"] = window.close()
+        destroyed, cpu["destroy"] = destroy_window(
+            owners, "2013 loop", lambda: subprocess.run(["bash", "-c", destroy], check=False))
         subprocess.run(["umount", str(rootfs_dir)], check=False)
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
             "answering": answered, "missing": count - len(leased), "running": len(running),
@@ -299,11 +303,8 @@ def run_lxc(store: Path, base: str, count: int, net: str, bridge: str, systemd: 
                 states[out] = states.get(out, 0) + 1
         stop = (f"seq 1 {count} | xargs -P {jobs} -I{{}} sh -c 'lxc-stop -P {lxcpath} -n lx-{{}} -k; "
                 f"lxc-destroy -P {lxcpath} -n lx-{{}}' >/dev/null 2>&1")
-        window = hostfacts.Window(owners)
-        window.run("lxc", lambda: subprocess.run(["bash", "-c", stop], check=False))
-        destroyed = window.elapsed()
-        hostfacts.wait_lease_helpers()  # the releases' CPU is destroy's, not the next run's
-        cpu["destroy"] = window.close()
+        destroyed, cpu["destroy"] = destroy_window(
+            owners, "lxc", lambda: subprocess.run(["bash", "-c", stop], check=False))
     return {"launched_s": round(launched, 1), "ready_s": round(ready, 1), "addressed": len(leased),
             "answering": answered, "missing": count - len(leased), "destroy_s": round(destroyed, 1),
             "system_states": states, "jobs": jobs, "complete": answered == count, "cpu": cpu}
