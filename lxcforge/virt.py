@@ -159,8 +159,8 @@ class Virt:
         """The network's persistent definition (or the live one of a transient network), its
         bridge and state. One call per read after the first: whether it is persistent and
         active is asked once per connection (a connection lives for one command, which would
-        not notice a network stopped half way through anyway), and the bridge is read from
-        the definition, where libvirt records it. Each call is a round trip through
+        not notice a network stopped half way through anyway), and so is a running network's
+        bridge (a stopped one's is read from the definition). Each call is a round trip through
         libvirtd's event loop, ~2.5 ms with 1000 containers running, far more under load, and
         a batch reads its networks a dozen times."""
         try:

@@ -243,7 +243,7 @@ def test_a_network_is_read_in_one_call_once_its_state_is_known(session_network: 
         assert first is not None and first.active and first.persistent
         shown = subprocess.run(["virsh", "-c", "lxc:///", "net-info", session_network], capture_output=True,
                                text=True, check=True).stdout
-        assert f"Bridge:         {first.bridge}\n" in shown  # the bridge, read from the definition
+        assert f"Bridge:         {first.bridge}\n" in shown  # the bridge libvirt reports
         handle, calls = virt._net(session_network), []
         for method in ("isActive", "isPersistent", "XMLDesc", "bridgeName"):
             real = getattr(handle, method)

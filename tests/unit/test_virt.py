@@ -14,6 +14,11 @@ from lxcforge.virt import CALLS_AT_ONCE, ThreadConnections, Virt
 TEST_URI = "test:///default"
 
 
+def runnable_domain_xml(name: str) -> str:
+    """A domain the test driver runs."""
+    return f"<domain type='test'><name>{name}</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+
+
 def test_worker_threads_share_a_connection_a_few_at_a_time() -> None:
     connections = ThreadConnections(TEST_URI)
     together = threading.Barrier(2 * CALLS_AT_ONCE)  # every worker is a thread of its own
@@ -39,8 +44,7 @@ def test_a_step_hands_its_domain_to_the_next_instead_of_a_lookup() -> None:
         looked_up: list[str] = []
         real = virt.conn.lookupByName
         virt.conn.lookupByName = lambda n: (looked_up.append(n), real(n))[1]  # type: ignore[method-assign]
-        virt.define_domain(f"<domain type='test'><name>{name}</name><memory>65536</memory>"
-                           "<os><type>hvm</type></os></domain>")
+        virt.define_domain(runnable_domain_xml(name))
         virt.start(name)  # the define's handle
         assert looked_up == []
         assert virt.destroy_frozen(name)
@@ -55,8 +59,7 @@ def test_a_step_hands_its_domain_to_the_next_instead_of_a_lookup() -> None:
 def test_the_frozen_destroy_of_a_container_just_listed_running_asks_no_state() -> None:
     name = f"lxs-{os.getpid()}"
     with Virt(TEST_URI) as virt:
-        virt.define_domain(f"<domain type='test'><name>{name}</name><memory>65536</memory>"
-                           "<os><type>hvm</type></os></domain>")
+        virt.define_domain(runnable_domain_xml(name))
         virt.start(name)
         asked: list[str] = []
         real = virt.conn.lookupByName
