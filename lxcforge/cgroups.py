@@ -247,12 +247,14 @@ def start_domain(virt: Virt, name: str) -> None:
     start_defined(virt, name, info.uuid, meta.idmap_offset if meta is not None else None)
 
 
-def start_defined(virt: Virt, name: str, uuid: str, idmap_offset: int | None) -> None:
+def start_defined(virt: Virt, name: str, uuid: str, idmap_offset: int | None,
+                  ipv6_off: Callable[[list[str]], object] = host.disable_ipv6) -> None:
     """Every start of a container: within unprivileged_start, then IPv6 off on the host end of
-    its veth (host.disable_ipv6: a bridge port needs no address of its own)."""
+    its veth (host.disable_ipv6: a bridge port needs no address of its own; a batch passes
+    its host.Ipv6Switch)."""
     with unprivileged_start(uuid, idmap_offset):
         virt.start(name)
-    host.disable_ipv6(virt.host_interfaces(name))
+    ipv6_off(virt.host_interfaces(name))
 
 
 def host_group(uuid: str) -> Path:

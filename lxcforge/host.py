@@ -1,4 +1,5 @@
-"""Read-only facts about the host: mounts, sysctls, cgroup layout, processes. No side effects."""
+"""Facts about the host: mounts, sysctls, cgroup layout, processes. Read-only, but for turning
+IPv6 off on bridge ports (disable_ipv6, Ipv6Switch)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import contextlib
 import ipaddress
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 PROC = Path("/proc")
 
@@ -322,6 +328,72 @@ def disable_ipv6(interfaces: Iterable[str], proc: Path = PROC) -> list[str]:
                 switch.write_text("1\n")
                 done.append(name)
     return done
+
+
+# The kernel's disable_ipv6 handler only *tries* the global network lock and makes the write
+# start again while anyone holds it: while libvirtd starts other containers (it holds the lock
+# across a veth's move into a namespace, RCU waits included) one write spins for 10-50 ms of
+# CPU. The shell reads each switch first (a write of the value it has spins the same); a
+# sysctl file ends after the first one-byte read, so read's status (EOF: 1) is not the test;
+# "command" keeps dash going where a switch is gone (an interface removed meanwhile).
+_IPV6_OFF_SCRIPT = ('while IFS= read -r f; do v=; '
+                    'command read -r v < "$f"; [ "$v" = 0 ] && command echo 1 > "$f"; done')
+IPV6_SWITCH_NICE = 19
+IPV6_SWITCH_WAIT_SECONDS = 30.0
+
+
+class Ipv6Switch:
+    """disable_ipv6 for a batch of starts, done by one shell at the lowest priority: its writes
+    spin only on CPU nobody else wants, instead of on a worker's CPU while the batch's other
+    starts need it. Not a thread of lxcforge's: one at low priority, descheduled while holding
+    Python's lock, would stall the others. Used as a context manager: leaving it waits for
+    the writes (briefly: by then the batch's starts are over); where they do not finish, the
+    ports keep IPv6 (harmless; 'lxcforge host tune' turns it off)."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc = proc
+        self._shell: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Ipv6Switch:
+        import subprocess
+
+        try:
+            self._shell = subprocess.Popen(["sh", "-c", _IPV6_OFF_SCRIPT], stdin=subprocess.PIPE,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            os.setpriority(os.PRIO_PROCESS, self._shell.pid, IPV6_SWITCH_NICE)
+        except OSError:
+            self._shell = None  # no shell to spawn: each start writes its own
+        return self
+
+    def turn_off(self, interfaces: Iterable[str]) -> None:
+        names = list(interfaces)
+        conf = self.proc / "sys" / "net" / "ipv6" / "conf"
+        lines = "".join(f"{conf / name / 'disable_ipv6'}\n" for name in names).encode()
+        with self._lock:
+            if self._shell is not None and self._shell.stdin is not None:
+                try:
+                    self._shell.stdin.write(lines)
+                    self._shell.stdin.flush()
+                    return
+                except OSError:
+                    self._shell = None
+        disable_ipv6(names, self.proc)
+
+    def __exit__(self, *exc: object) -> None:
+        import subprocess
+
+        shell, self._shell = self._shell, None
+        if shell is None:
+            return
+        with contextlib.suppress(OSError):
+            assert shell.stdin is not None
+            shell.stdin.close()
+        try:
+            shell.wait(IPV6_SWITCH_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            shell.kill()
+            shell.wait()
 
 
 def inotify_instances_of_root() -> int:

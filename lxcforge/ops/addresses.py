@@ -194,7 +194,7 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
     plan = network.parse_network_xml(info.xml)
     macs = {e.mac for e in entries}
     if info.active and info.bridge and plan.gateway is not None:
-        listed = {lease.mac: lease for lease in virt.leases(net) if lease.mac in macs}
+        listed = {lease.mac: lease for lease in virt.leases(net, macs=macs)}
         releases = [(network.DhcpHost(lease.mac, lease.ip), lease.client_id) for lease in listed.values()]
         # A lease dnsmasq granted just before the container was killed may not be in the
         # status file yet (its helper writes it after): released by MAC alone, which

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from lxcforge import domain, faults, interrupts, journal, names, network, store, timeline
+from lxcforge import domain, faults, host, interrupts, journal, names, network, store, timeline
 from lxcforge.config import Settings
 from lxcforge.errors import AlreadyExists, LxcforgeError
 from lxcforge.ops import addresses, capacity, repair, tuning
@@ -243,8 +243,10 @@ def new_many(
         for name in wanted:
             pool.mark_pending(name, "new")
         try:
-            outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
-                                                   jobs or default_jobs(), on_event)
+            with host.Ipv6Switch() as ipv6_switch:
+                creator.ipv6_off = ipv6_switch.turn_off
+                outcomes, interrupted = _run_creations(creator, virt, pool, wanted, assignment, options,
+                                                       jobs or default_jobs(), on_event)
             # Each one that got its address was also confirmed managed: list need not ask.
             repair.remember_managed(creator.confirmed)
         finally:
@@ -386,8 +388,9 @@ def _collect_leases(virt: Virt, pool: Store, waiting: dict[str, container_ops.Cr
                     confirmed: dict[str, str]) -> None:
     leased: set[tuple[str, str]] = set()
     for net in {c.net for c in waiting.values()}:
+        macs = [c.entry.mac for c in waiting.values() if c.net == net and c.entry is not None]
         try:
-            leased |= {(lease.mac, lease.ip) for lease in virt.leases(net)}
+            leased |= {(lease.mac, lease.ip) for lease in virt.leases(net, macs=macs)}
         except LxcforgeError as exc:
             log.warning("cannot read leases of %s: %s", net, exc)
     now = time.monotonic()

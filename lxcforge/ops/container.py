@@ -222,6 +222,8 @@ class Creator:
                  connect: Callable[[], Virt] | None = None) -> None:
         # Workers of a batch share a few connections (see virt.ThreadConnections).
         self.connect = connect or (lambda: virt)
+        # How a start turns IPv6 off on its veth's host end: a batch sets its host.Ipv6Switch.
+        self.ipv6_off: Callable[[list[str]], object] = host.disable_ipv6
         # Containers confirmed managed, with the identity that holds for (initcache.key).
         self.confirmed: dict[str, str] = {}
         self.settings = settings
@@ -305,7 +307,7 @@ class Creator:
             # Undone after the kill below, even where libvirtd is gone: a start it cut short
             # can leave the container's end of the veth pair in the host's namespace.
             c.undo.push(f"veth of {name}", lambda: remove_left_veth(spec.mac))
-            cgroups.start_defined(virt, name, spec.uuid, spec.idmap_offset)
+            cgroups.start_defined(virt, name, spec.uuid, spec.idmap_offset, self.ipv6_off)
             c.undo.push(f"running {name}", lambda: _kill(virt, name))
             faults.point("new.started")
             c.timed("start", t)
@@ -405,7 +407,7 @@ def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float
                    check_interrupt: Callable[[], None] = lambda: None) -> bool:
     deadline = time.monotonic() + timeout
     while True:
-        if any(lease.mac == entry.mac and lease.ip == entry.ip for lease in virt.leases(net)):
+        if any(lease.ip == entry.ip for lease in virt.leases(net, macs=[entry.mac])):
             return True
         if time.monotonic() >= deadline:
             return False

@@ -114,6 +114,35 @@ def test_ipv6_is_turned_off_on_the_interfaces_that_exist(tmp_path: Path) -> None
     assert host.disable_ipv6(["vnet1"], proc=tmp_path) == []  # already off: nothing to report
 
 
+def test_a_batch_switch_turns_ipv6_off_from_its_low_priority_shell(tmp_path: Path) -> None:
+    conf = tmp_path / "sys" / "net" / "ipv6" / "conf"
+    for name, value in [("vnet1", "0"), ("vnet2", "1"), ("vnet3", "0")]:
+        (conf / name).mkdir(parents=True)
+        # As a sysctl file reads in a shell: no newline before its end.
+        (conf / name / "disable_ipv6").write_text(value)
+    written_before = (conf / "vnet2" / "disable_ipv6").stat().st_mtime_ns
+    with host.Ipv6Switch(proc=tmp_path) as switch:
+        assert switch._shell is not None
+        assert os.getpriority(os.PRIO_PROCESS, switch._shell.pid) == host.IPV6_SWITCH_NICE
+        switch.turn_off(["gone", "vnet1"])  # an interface removed meanwhile stops nothing
+        switch.turn_off(iter(["vnet3"]))
+    assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
+    assert (conf / "vnet3" / "disable_ipv6").read_text() == "1\n"
+    assert (conf / "vnet2" / "disable_ipv6").stat().st_mtime_ns == written_before  # already off: not written
+    assert not (conf / "gone").exists()
+
+
+def test_without_a_shell_a_switch_writes_in_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "sys" / "net" / "ipv6" / "conf"
+    (conf / "vnet1").mkdir(parents=True)
+    (conf / "vnet1" / "disable_ipv6").write_text("0\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with host.Ipv6Switch(proc=tmp_path) as switch:
+        assert switch._shell is None
+        switch.turn_off(iter(["vnet1"]))
+        assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
+
+
 def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
@@ -145,3 +174,40 @@ def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
         connection.leases("lab")
         connection.leases("lab")
         assert len(parsed) == 4
+
+
+def test_a_wait_for_some_leases_parses_only_their_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from lxcforge import virt
+
+    monkeypatch.setattr(virt, "DNSMASQ_STATE_DIR", tmp_path)
+    parsed: list[bytes] = []
+    real = virt._parse_status
+    monkeypatch.setattr(virt, "_parse_status", lambda data: (parsed.append(data), real(data))[1])
+    others = [{"ip-address": f"10.0.1.{i}", "mac-address": f"02:4c:46:00:01:{i:02x}", "hostname": f"o{i}",
+               "expiry-time": 4102444800} for i in range(200)]
+    wanted = [
+        {"ip-address": "10.0.0.2", "mac-address": "02:4C:46:00:00:01", "hostname": "a", "expiry-time": 4102444800},
+        # Another's entry naming the wanted MAC (as its client id): read, then left out by MAC.
+        {"ip-address": "10.0.0.5", "mac-address": "02:4c:46:00:00:05", "client-id": "01:02:4c:46:00:00:02",
+         "expiry-time": 4102444800},
+        {"ip-address": "10.0.0.3", "mac-address": "02:4c:46:00:00:02", "client-id": "01:02:4c:46:00:00:02",
+         "expiry-time": 4102444800},
+        {"ip-address": "10.0.0.4", "mac-address": "02:4c:46:00:00:03", "expiry-time": 1},  # expired
+        {"ip-address": "fd00::4", "mac-address": "02:4c:46:00:00:03", "expiry-time": 4102444800},  # IPv6
+    ]
+    # libvirt's helper writes its array indented, one key to a line.
+    (tmp_path / "br0.status").write_text(json.dumps(others[:100] + wanted + others[100:], indent=4))
+    macs = ["02:4c:46:00:00:01", "02:4c:46:00:00:02", "02:4C:46:00:00:03", "02:4c:46:00:00:04"]
+    with virt.Virt("test:///default") as connection:
+        connection.uri = "lxc:///"
+        connection._bridges["lab"] = "br0"
+        some = connection.leases("lab", macs=macs)
+        assert len(parsed) == 1 and len(parsed[0]) < 1000  # the wanted entries, not the 200 others
+        everything = connection.leases("lab")
+    assert len(everything) == 203
+    assert sorted(some, key=repr) == sorted([lease for lease in everything if lease.mac in {m.lower() for m in macs}],
+                                            key=repr)
+    assert [(lease.mac, lease.ip) for lease in sorted(some, key=repr)] == [
+        ("02:4c:46:00:00:01", "10.0.0.2"), ("02:4c:46:00:00:02", "10.0.0.3")]
