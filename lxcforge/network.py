@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import random
@@ -82,7 +83,10 @@ class NetworkPlan:
         return any(start <= address <= end for start, end in self.ranges)
 
 
+@functools.lru_cache(maxsize=8)
 def parse_network_xml(xml: str) -> NetworkPlan:
+    """A network definition's plan (immutable: one parse serves every step of a command that
+    reads the same definition again, ~6 ms with a thousand reservations)."""
     root = ET.fromstring(xml)
     name = root.findtext("name") or ""
     bridge_el = root.find("bridge")
