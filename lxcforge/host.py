@@ -346,24 +346,18 @@ class Ipv6Switch:
     """disable_ipv6 for a batch of starts, done by one shell at the lowest priority: its writes
     spin only on CPU nobody else wants, instead of on a worker's CPU while the batch's other
     starts need it. Not a thread of lxcforge's: one at low priority, descheduled while holding
-    Python's lock, would stall the others. Used as a context manager: leaving it waits for
-    the writes (briefly: by then the batch's starts are over); where they do not finish, the
-    ports keep IPv6 (harmless; 'lxcforge host tune' turns it off)."""
+    Python's lock, would stall the others. The shell starts with the first start; leaving
+    the context waits for its writes (briefly: by then the batch's starts are over). Where it
+    cannot run or dies (Ctrl-C reaches it too), each start writes its own; where its writes do
+    not finish, the ports keep IPv6 (harmless; 'lxcforge host tune' turns it off)."""
 
     def __init__(self, proc: Path = PROC) -> None:
         self.proc = proc
         self._shell: subprocess.Popen[bytes] | None = None
+        self._usable = True
         self._lock = threading.Lock()
 
     def __enter__(self) -> Ipv6Switch:
-        import subprocess
-
-        try:
-            self._shell = subprocess.Popen(["sh", "-c", _IPV6_OFF_SCRIPT], stdin=subprocess.PIPE,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            os.setpriority(os.PRIO_PROCESS, self._shell.pid, IPV6_SWITCH_NICE)
-        except OSError:
-            self._shell = None  # no shell to spawn: each start writes its own
         return self
 
     def turn_off(self, interfaces: Iterable[str]) -> None:
@@ -371,19 +365,33 @@ class Ipv6Switch:
         conf = self.proc / "sys" / "net" / "ipv6" / "conf"
         lines = "".join(f"{conf / name / 'disable_ipv6'}\n" for name in names).encode()
         with self._lock:
-            if self._shell is not None and self._shell.stdin is not None:
+            shell = self._started()
+            if shell is not None and shell.stdin is not None:
                 try:
-                    self._shell.stdin.write(lines)
-                    self._shell.stdin.flush()
+                    shell.stdin.write(lines)
+                    shell.stdin.flush()
                     return
                 except OSError:
-                    self._shell = None
+                    self._usable = False
         disable_ipv6(names, self.proc)
+
+    def _started(self) -> subprocess.Popen[bytes] | None:
+        import subprocess
+
+        if self._shell is None and self._usable:
+            try:
+                self._shell = subprocess.Popen(["sh", "-c", _IPV6_OFF_SCRIPT], stdin=subprocess.PIPE,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                os.setpriority(os.PRIO_PROCESS, self._shell.pid, IPV6_SWITCH_NICE)
+            except OSError:
+                self._usable = False
+        return self._shell if self._usable else None
 
     def __exit__(self, *exc: object) -> None:
         import subprocess
 
-        shell, self._shell = self._shell, None
+        with self._lock:
+            shell, self._shell, self._usable = self._shell, None, False
         if shell is None:
             return
         with contextlib.suppress(OSError):

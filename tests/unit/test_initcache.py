@@ -122,10 +122,13 @@ def test_a_batch_switch_turns_ipv6_off_from_its_low_priority_shell(tmp_path: Pat
         (conf / name / "disable_ipv6").write_text(value)
     written_before = (conf / "vnet2" / "disable_ipv6").stat().st_mtime_ns
     with host.Ipv6Switch(proc=tmp_path) as switch:
+        assert switch._shell is None  # none until a start needs it
+        switch.turn_off(["gone", "vnet1"])  # an interface removed meanwhile stops nothing
         assert switch._shell is not None
         assert os.getpriority(os.PRIO_PROCESS, switch._shell.pid) == host.IPV6_SWITCH_NICE
-        switch.turn_off(["gone", "vnet1"])  # an interface removed meanwhile stops nothing
         switch.turn_off(iter(["vnet3"]))
+        shell = switch._shell
+    assert shell.returncode is not None  # waited for
     assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
     assert (conf / "vnet3" / "disable_ipv6").read_text() == "1\n"
     assert (conf / "vnet2" / "disable_ipv6").stat().st_mtime_ns == written_before  # already off: not written
@@ -138,9 +141,23 @@ def test_without_a_shell_a_switch_writes_in_the_caller(tmp_path: Path, monkeypat
     (conf / "vnet1" / "disable_ipv6").write_text("0\n")
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     with host.Ipv6Switch(proc=tmp_path) as switch:
-        assert switch._shell is None
         switch.turn_off(iter(["vnet1"]))
+        assert switch._shell is None
         assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
+
+
+def test_when_its_shell_dies_a_switch_writes_in_the_caller(tmp_path: Path) -> None:
+    conf = tmp_path / "sys" / "net" / "ipv6" / "conf"
+    for name in ("vnet1", "vnet2"):
+        (conf / name).mkdir(parents=True)
+        (conf / name / "disable_ipv6").write_text("0")
+    with host.Ipv6Switch(proc=tmp_path) as switch:
+        switch.turn_off(["vnet1"])
+        assert switch._shell is not None
+        switch._shell.kill()  # as Ctrl-C does: it is in the terminal's process group
+        switch._shell.wait()
+        switch.turn_off(["vnet2"])
+        assert (conf / "vnet2" / "disable_ipv6").read_text() == "1\n"  # written before the return
 
 
 def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
