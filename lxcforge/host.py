@@ -368,9 +368,11 @@ class Ipv6Switch:
             shell = self._started()
             if shell is not None and shell.stdin is not None:
                 try:
-                    shell.stdin.write(lines)
-                    shell.stdin.flush()
+                    # One start's lines are far below PIPE_BUF: all written, or none.
+                    os.write(shell.stdin.fileno(), lines)
                     return
+                except BlockingIOError:
+                    pass  # a full pipe (a shell starved of CPU): this start writes its own
                 except OSError:
                     self._usable = False
         disable_ipv6(names, self.proc)
@@ -383,6 +385,9 @@ class Ipv6Switch:
                 self._shell = subprocess.Popen(["sh", "-c", _IPV6_OFF_SCRIPT], stdin=subprocess.PIPE,
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 os.setpriority(os.PRIO_PROCESS, self._shell.pid, IPV6_SWITCH_NICE)
+                assert self._shell.stdin is not None
+                # No worker ever waits on the shell: a write that would block falls back.
+                os.set_blocking(self._shell.stdin.fileno(), False)
             except OSError:
                 self._usable = False
         return self._shell if self._usable else None

@@ -228,3 +228,20 @@ def test_a_wait_for_some_leases_parses_only_their_entries(tmp_path: Path, monkey
                                             key=repr)
     assert [(lease.mac, lease.ip) for lease in sorted(some, key=repr)] == [
         ("02:4c:46:00:00:01", "10.0.0.2"), ("02:4c:46:00:00:02", "10.0.0.3")]
+
+
+def test_a_switch_whose_shell_lags_writes_in_the_caller_instead_of_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "sys" / "net" / "ipv6" / "conf"
+    (conf / "vnet1").mkdir(parents=True)
+    (conf / "vnet1" / "disable_ipv6").write_text("0")
+    # A shell that reads nothing: its pipe fills, as a shell starved of CPU would let it.
+    monkeypatch.setattr(host, "_IPV6_OFF_SCRIPT", "sleep 30")
+    with host.Ipv6Switch(proc=tmp_path) as switch:
+        started = time.monotonic()
+        for _ in range(2000):  # ~130 kB of lines, twice a pipe's buffer
+            switch.turn_off(["vnet1"])
+        assert time.monotonic() - started < 10
+        assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
+        assert switch._shell is not None
+        switch._shell.kill()  # not 30 s of waiting at the end
