@@ -338,23 +338,26 @@ def disable_ipv6(interfaces: Iterable[str], proc: Path = PROC) -> list[str]:
 # "command" keeps dash going where a switch is gone (an interface removed meanwhile).
 _IPV6_OFF_SCRIPT = ('while IFS= read -r f; do v=; '
                     'command read -r v < "$f"; [ "$v" = 0 ] && command echo 1 > "$f"; done')
-IPV6_SWITCH_NICE = 19
+# Low enough that the spin yields to the batch's busy workers, not so low that the shell,
+# once it holds the lock and is preempted or sleeps inside, waits long for a CPU again.
+IPV6_SWITCH_NICE = 10
 IPV6_SWITCH_WAIT_SECONDS = 30.0
 
 
 class Ipv6Switch:
-    """disable_ipv6 for a batch of starts, done by one shell at the lowest priority: its writes
-    spin only on CPU nobody else wants, instead of on a worker's CPU while the batch's other
-    starts need it. Not a thread of lxcforge's: one at low priority, descheduled while holding
-    Python's lock, would stall the others. The shell starts with the first start; leaving
-    the context waits for its writes (briefly: by then the batch's starts are over). Where it
-    cannot run or dies (Ctrl-C reaches it too), each start writes its own; where its writes do
-    not finish, the ports keep IPv6 (harmless; 'lxcforge host tune' turns it off)."""
+    """disable_ipv6 for a batch of starts, done by one shell at low priority: its writes spin
+    on CPU the batch's workers do not want, instead of on a worker's. Not a thread of
+    lxcforge's: one at low priority, descheduled while holding Python's lock, would stall
+    the others. The shell starts with the first start, in a session of its own (Ctrl-C,
+    which lxcforge defers until its batch is in order, does not reach it). Where it cannot
+    run or dies, or its pipe is full, a start writes its own; leaving the context waits for
+    the shell and then checks every interface it was given, writing those still on."""
 
     def __init__(self, proc: Path = PROC) -> None:
         self.proc = proc
         self._shell: subprocess.Popen[bytes] | None = None
         self._usable = True
+        self._sent: list[str] = []
         self._lock = threading.Lock()
 
     def __enter__(self) -> Ipv6Switch:
@@ -368,9 +371,10 @@ class Ipv6Switch:
             shell = self._started()
             if shell is not None and shell.stdin is not None:
                 try:
-                    # One start's lines are far below PIPE_BUF: all written, or none.
-                    os.write(shell.stdin.fileno(), lines)
-                    return
+                    if os.write(shell.stdin.fileno(), lines) == len(lines):
+                        self._sent.extend(names)
+                        return
+                    self._usable = False  # a part written (over PIPE_BUF): its last line is cut
                 except BlockingIOError:
                     pass  # a full pipe (a shell starved of CPU): this start writes its own
                 except OSError:
@@ -383,7 +387,8 @@ class Ipv6Switch:
         if self._shell is None and self._usable:
             try:
                 self._shell = subprocess.Popen(["sh", "-c", _IPV6_OFF_SCRIPT], stdin=subprocess.PIPE,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                               start_new_session=True)
                 os.setpriority(os.PRIO_PROCESS, self._shell.pid, IPV6_SWITCH_NICE)
                 assert self._shell.stdin is not None
                 # No worker ever waits on the shell: a write that would block falls back.
@@ -397,16 +402,20 @@ class Ipv6Switch:
 
         with self._lock:
             shell, self._shell, self._usable = self._shell, None, False
-        if shell is None:
-            return
-        with contextlib.suppress(OSError):
-            assert shell.stdin is not None
-            shell.stdin.close()
-        try:
-            shell.wait(IPV6_SWITCH_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            shell.kill()
-            shell.wait()
+        if shell is not None:
+            with contextlib.suppress(OSError):
+                assert shell.stdin is not None
+                shell.stdin.close()
+            try:
+                shell.wait(IPV6_SWITCH_WAIT_SECONDS)
+            except BaseException as exc:  # the wait ran out, or Ctrl-C during it
+                shell.kill()
+                shell.wait()
+                if not isinstance(exc, subprocess.TimeoutExpired):
+                    raise
+        # Whatever the shell did not get to (killed, a cut line): each switch is read first,
+        # so those it did turn off cost a read; the batch's starts are over, nothing spins.
+        disable_ipv6(self._sent, self.proc)
 
 
 def inotify_instances_of_root() -> int:

@@ -126,6 +126,7 @@ def test_a_batch_switch_turns_ipv6_off_from_its_low_priority_shell(tmp_path: Pat
         switch.turn_off(["gone", "vnet1"])  # an interface removed meanwhile stops nothing
         assert switch._shell is not None
         assert os.getpriority(os.PRIO_PROCESS, switch._shell.pid) == host.IPV6_SWITCH_NICE
+        assert os.getsid(switch._shell.pid) == switch._shell.pid  # Ctrl-C at the terminal misses it
         switch.turn_off(iter(["vnet3"]))
         shell = switch._shell
     assert shell.returncode is not None  # waited for
@@ -146,18 +147,22 @@ def test_without_a_shell_a_switch_writes_in_the_caller(tmp_path: Path, monkeypat
         assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"
 
 
-def test_when_its_shell_dies_a_switch_writes_in_the_caller(tmp_path: Path) -> None:
+def test_when_its_shell_dies_a_switch_writes_in_the_caller_and_redoes_what_it_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "sys" / "net" / "ipv6" / "conf"
     for name in ("vnet1", "vnet2"):
         (conf / name).mkdir(parents=True)
         (conf / name / "disable_ipv6").write_text("0")
+    monkeypatch.setattr(host, "_IPV6_OFF_SCRIPT", "exec sleep 30")  # takes lines, writes nothing
     with host.Ipv6Switch(proc=tmp_path) as switch:
         switch.turn_off(["vnet1"])
         assert switch._shell is not None
-        switch._shell.kill()  # as Ctrl-C does: it is in the terminal's process group
+        switch._shell.kill()
         switch._shell.wait()
         switch.turn_off(["vnet2"])
         assert (conf / "vnet2" / "disable_ipv6").read_text() == "1\n"  # written before the return
+        assert (conf / "vnet1" / "disable_ipv6").read_text() == "0"  # lost with the shell...
+    assert (conf / "vnet1" / "disable_ipv6").read_text() == "1\n"  # ...and written at the end
 
 
 def test_leases_are_parsed_again_only_when_the_helper_replaced_its_file(
@@ -213,21 +218,22 @@ def test_a_wait_for_some_leases_parses_only_their_entries(tmp_path: Path, monkey
          "expiry-time": 4102444800},
         {"ip-address": "10.0.0.4", "mac-address": "02:4c:46:00:00:03", "expiry-time": 1},  # expired
         {"ip-address": "fd00::4", "mac-address": "02:4c:46:00:00:03", "expiry-time": 4102444800},  # IPv6
+        {"ip-address": "10.0.0.6", "mac-address": "02:4c:46:00:00:06", "expiry-time": 4102444800},
     ]
     # libvirt's helper writes its array indented, one key to a line.
     (tmp_path / "br0.status").write_text(json.dumps(others[:100] + wanted + others[100:], indent=4))
-    macs = ["02:4c:46:00:00:01", "02:4c:46:00:00:02", "02:4C:46:00:00:03", "02:4c:46:00:00:04"]
+    macs = ["02:4c:46:00:00:01", "02:4c:46:00:00:02", "02:4C:46:00:00:03", "02:4c:46:00:00:04", "02:4C:46:00:00:06"]
     with virt.Virt("test:///default") as connection:
         connection.uri = "lxc:///"
         connection._bridges["lab"] = "br0"
         some = connection.leases("lab", macs=macs)
         assert len(parsed) == 1 and len(parsed[0]) < 1000  # the wanted entries, not the 200 others
         everything = connection.leases("lab")
-    assert len(everything) == 203
+    assert len(everything) == 204
     assert sorted(some, key=repr) == sorted([lease for lease in everything if lease.mac in {m.lower() for m in macs}],
                                             key=repr)
     assert [(lease.mac, lease.ip) for lease in sorted(some, key=repr)] == [
-        ("02:4c:46:00:00:01", "10.0.0.2"), ("02:4c:46:00:00:02", "10.0.0.3")]
+        ("02:4c:46:00:00:01", "10.0.0.2"), ("02:4c:46:00:00:02", "10.0.0.3"), ("02:4c:46:00:00:06", "10.0.0.6")]
 
 
 def test_a_switch_whose_shell_lags_writes_in_the_caller_instead_of_waiting(
@@ -236,7 +242,7 @@ def test_a_switch_whose_shell_lags_writes_in_the_caller_instead_of_waiting(
     (conf / "vnet1").mkdir(parents=True)
     (conf / "vnet1" / "disable_ipv6").write_text("0")
     # A shell that reads nothing: its pipe fills, as a shell starved of CPU would let it.
-    monkeypatch.setattr(host, "_IPV6_OFF_SCRIPT", "sleep 30")
+    monkeypatch.setattr(host, "_IPV6_OFF_SCRIPT", "exec sleep 30")
     with host.Ipv6Switch(proc=tmp_path) as switch:
         started = time.monotonic()
         for _ in range(2000):  # ~130 kB of lines, twice a pipe's buffer
