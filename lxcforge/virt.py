@@ -325,15 +325,16 @@ class Virt:
                 # a poll that finds the same one need not parse a thousand leases again.
                 key = (st.st_ino, st.st_mtime_ns, st.st_size)
                 cached = self._status_cache.get(bridge)
-                if (cached is None or cached[0] != key) and macs is not None:
-                    # Changed since it was parsed whole: only the wanted entries, not kept.
-                    cached = (key, _parse_status_of(file.read(), macs))
-                elif cached is None or cached[0] != key:
-                    cached = (key, _parse_status(file.read()))
-                    # Not kept while it is this fresh: a second rewrite within the clock's
-                    # granularity could reuse the inode and the size.
-                    if time.time_ns() - st.st_mtime_ns > STATUS_SETTLED_NS:
-                        self._status_cache[bridge] = cached
+                if cached is None or cached[0] != key:
+                    if macs is not None:
+                        # Changed since it was parsed whole: only the wanted entries, not kept.
+                        cached = (key, _parse_status_of(file.read(), macs))
+                    else:
+                        cached = (key, _parse_status(file.read()))
+                        # Not kept while it is this fresh: a second rewrite within the clock's
+                        # granularity could reuse the inode and the size.
+                        if time.time_ns() - st.st_mtime_ns > STATUS_SETTLED_NS:
+                            self._status_cache[bridge] = cached
         except (OSError, ValueError):
             return None
         if cached[1] is None:
