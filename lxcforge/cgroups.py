@@ -240,11 +240,11 @@ def unprivileged_start(uuid: str, idmap_offset: int | None) -> Iterator[None]:
                 os.chown(path, 0, 0)
 
 
-def start_domain(virt: Virt, name: str) -> None:
+def start_domain(virt: Virt, name: str, ipv6_off: Callable[[list[str]], object] = host.disable_ipv6) -> None:
     """Start a defined container's domain, a user namespace's needs included (above)."""
     info = virt.domain(name)
     meta = domain.read_metadata(info.xml)
-    start_defined(virt, name, info.uuid, meta.idmap_offset if meta is not None else None)
+    start_defined(virt, name, info.uuid, meta.idmap_offset if meta is not None else None, ipv6_off)
 
 
 def start_defined(virt: Virt, name: str, uuid: str, idmap_offset: int | None,

@@ -955,9 +955,11 @@ def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = Non
 
     A running container that libvirt lost track of (no init pid) is restarted ('repaired')."""
     recorder = _recorder(report, "start")
-    _each("start", _targets(patterns, all_),
-          lambda n: container_ops.start(state.settings, n, wait=not no_wait, timeout=timeout), jobs, as_json,
-          "started", recorder)
+    targets = _targets(patterns, all_)
+    with _BulkProgress(len(targets), enabled=not as_json, verb="started") as events:
+        summary = bulk_ops.start_many(state.settings, targets, wait=not no_wait, timeout=timeout, jobs=jobs,
+                                      on_event=events)
+    _print_summary(summary, as_json, recorder)
 
 
 @app.command()

@@ -13,7 +13,6 @@ import time
 from lxcforge import domain
 from lxcforge.config import Settings
 from lxcforge.ops import bulk, gc
-from lxcforge.ops import container as container_ops
 from lxcforge.store import Store
 from lxcforge.virt import Virt
 
@@ -38,8 +37,7 @@ def start_marked(settings: Settings, *, timeout: float = 120.0) -> bulk.Summary:
             if info is not None and not info.active:
                 log.info("starting network %s", net)
                 virt.start_network(net)
-    summary = bulk.each("boot", marked,
-                        lambda name: container_ops.start(settings, name, wait=True, timeout=timeout))
+    summary = bulk.start_many(settings, marked, wait=True, timeout=timeout, action="boot")
     report = gc.collect(settings)
     if report.items:
         log.warning("gc after boot: %s", ", ".join(f"{n} {k}" for k, n in report.by_kind().items()))

@@ -529,6 +529,22 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
     return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started)
 
 
+def start_many(settings: Settings, targets: Sequence[str], *, wait: bool = True, timeout: float = 60.0,
+               jobs: int | None = None, action: str = "start",
+               on_event: Event = lambda _kind, _name: None) -> Summary:
+    """Start in parallel as new does: the store attached once, four workers to a libvirt
+    connection (ThreadConnections), and the batch's veths handed to one low-priority shell
+    for their IPv6 switch (host.Ipv6Switch), whose writes would otherwise spin on the
+    workers' CPU while libvirtd starts the others."""
+    Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
+    with ThreadConnections(settings.uri) as connections, host.Ipv6Switch() as ipv6_switch:
+        return each(action, targets,
+                    lambda name: container_ops.start(settings, name, wait=wait, timeout=timeout,
+                                                     virt=connections.get(), ipv6_off=ipv6_switch.turn_off,
+                                                     store_ready=True),
+                    jobs=jobs, on_event=on_event)
+
+
 def destroy_many(settings: Settings, targets: Targets, *, missing_ok: bool = False,
                  jobs: int | None = None, on_event: Event = lambda _kind, _name: None) -> Summary:
     """Destroy in parallel, four workers to a libvirt connection; the reservations of all of them

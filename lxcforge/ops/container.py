@@ -404,15 +404,25 @@ def remove_run_leftovers(name: str) -> list[str]:
 
 
 def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float,
-                   check_interrupt: Callable[[], None] = lambda: None) -> bool:
+                   check_interrupt: Callable[[], None] = lambda: None, renewed_after: int | None = None) -> bool:
+    """Wait for entry's lease; with renewed_after (an expiry time seen before a start), for one
+    that expires later: given, or renewed, since. An infinite lease (expiry 0) cannot show that."""
     deadline = time.monotonic() + timeout
     while True:
-        if any(lease.ip == entry.ip for lease in virt.leases(net, macs=[entry.mac])):
+        if any(lease.ip == entry.ip and (not renewed_after or lease.expiry > renewed_after)
+               for lease in virt.leases(net, macs=[entry.mac])):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
         check_interrupt()
+
+
+def _lease_expiry(virt: Virt, net: str | None, entry: network.DhcpHost | None) -> int | None:
+    """The expiry time of entry's current lease (0: infinite), None without one."""
+    if net is None or entry is None:
+        return None
+    return max((lease.expiry for lease in virt.leases(net, macs=[entry.mac]) if lease.ip == entry.ip), default=None)
 
 
 def _lock_name(name: str) -> str:
@@ -513,31 +523,41 @@ def info(settings: Settings, name: str, *, with_xml: bool = False) -> tuple[Cont
 
 
 def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 60.0,
-          virt: Virt | None = None) -> Container:
+          virt: Virt | None = None, ipv6_off: Callable[[list[str]], object] = host.disable_ipv6,
+          store_ready: bool = False) -> Container:
     """Start a stopped container (or repair a running one libvirt lost track of), wait for
-    its address, and confirm libvirt fully manages it."""
+    its address, and confirm libvirt fully manages it. A batch (bulk.start_many) passes its
+    connection, its host.Ipv6Switch, and store_ready once it has attached the store."""
     names.validate_container_name(name)
-    Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
+    if not store_ready:
+        Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
     with contextlib.ExitStack() as stack:
         if virt is None:
             virt = stack.enter_context(Virt(settings.uri))
         container = describe(virt, settings, name)
-        repaired = 0
-        if not virt.is_active(name):
-            cgroups.start_domain(virt, name)
-        elif container.init_pid_known is False:
-            repair.repair(virt, name)
-            repaired = 1
-        leased = None
+        entry = None
         if wait and container.mac and container.ipv4 and container.network:
             from lxcforge import network
 
             entry = network.DhcpHost(container.mac, container.ipv4, name)
-            if not wait_for_lease(virt, container.network, entry, timeout):
+        repaired = 0
+        # The lease of the last run outlives a stop: only one renewed after this start shows
+        # the container booted far enough to ask for it (and libvirt had its init event).
+        held = None
+        if not virt.is_active(name):
+            held = _lease_expiry(virt, container.network, entry)
+            cgroups.start_domain(virt, name, ipv6_off)
+        elif container.init_pid_known is False:
+            held = _lease_expiry(virt, container.network, entry)
+            repair.repair(virt, name)
+            repaired = 1
+        leased = None
+        if entry is not None and container.network:
+            if not wait_for_lease(virt, container.network, entry, timeout, renewed_after=held):
                 raise LxcforgeError(f"{name} started but did not take {container.ipv4} within {timeout:.0f} s",
                                     hint=f"look at its console: lxcforge console {name}")
             leased = True
-        repaired += repair.ensure_managed(virt, name, settle=0.0 if leased else None)
+        repaired += repair.ensure_managed(virt, name, settle=0.0 if leased and held != 0 else None)
         return dataclasses.replace(describe(virt, settings, name), repaired=repaired,
                                    leased=leased if leased else None)
 

@@ -88,11 +88,21 @@ def test_bulk_create_spread_over_two_networks_then_glob_destroy(
     # libvirt at times removes its groups while the controller is still in them: stop does it after
     left = [g for h in cgroups.hierarchies() for pid in controllers if pid for g in cgroups.libvirt_groups(h, pid)]
     assert left == []
+    expiry = {lease.mac: lease.expiry for net in nets for lease in virt.leases(net)}
     started = lxcforge(minimal_store.root, "start", f"{prefix}*", "--json")
     assert started.returncode == 0 and json.loads(started.stdout)["succeeded"] == 12, started.stderr
-    after = {c["name"]: c["ipv4"] for c in json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)
-             if c["name"].startswith(prefix) and c["state"] == "running" and c["leased"]}
+    # The previous run's leases outlive the stop: taken for this run's, they made start judge
+    # libvirt's init event lost before it was due, and force-restart a few of every 20.
+    assert json.loads(started.stdout)["repaired"] == 0
+    listed = json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)
+    after = {c["name"]: c["ipv4"] for c in listed if c["name"].startswith(prefix) and c["state"] == "running"
+             and c["leased"]}
     assert after == before
+    renewed = {lease.mac: lease.expiry for net in nets for lease in virt.leases(net)}
+    assert all(renewed[c["mac"]] > expiry[c["mac"]] for c in listed if c["name"] in before)
+    for name in before:  # new veths: the batch's IPv6 switch turned each host end off
+        for end in virt.host_interfaces(name):
+            assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
 
     gone = lxcforge(minimal_store.root, "destroy", f"{prefix}*", "--json")
     assert gone.returncode == 0, gone.stderr
