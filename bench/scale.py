@@ -560,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_index, order in enumerate(plan):
                 for position, (tool, setting) in enumerate(order, start=1):
+                    # The kernel tears the last run's network namespaces down for seconds after
+                    # its destroy returned: that CPU would slow whichever tool runs next.
+                    idle_wait, idle_busy = hostfacts.wait_idle()
                     # LXC and the 2013 method take dynamic leases that nothing releases: a
                     # network of their own for each run, as before rounds, so the range never
                     # runs out.
@@ -574,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                         with manual_network("lxbench-man") as manual_net:
                             record = run_2013(store, args.base, args.count, manual_net, work, systemd, owners)
                     runs.append({"round": round_index + 1, "position": position, "tool": tool, "setting": setting,
-                                 **record})
+                                 "idle_wait_s": idle_wait, "idle_busy": round(idle_busy, 3), **record})
                     print(run_line(runs[-1], args.count), file=out, flush=True)
         except KeyboardInterrupt:
             interrupted = True
