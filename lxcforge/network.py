@@ -11,7 +11,6 @@ import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from xml.sax.saxutils import quoteattr
 
 DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
 # Reservations on networks lxcforge creates go to a directory dnsmasq watches (dhcp-hostsdir):
@@ -236,10 +235,16 @@ def _spliced_hosts(xml: str, add: Sequence[DhcpHost], remove_macs: Iterable[str]
             return None  # </dhcp> shares its line: leave the layout to the rewrite
         indent = closing_indent + "  "
         dhcp = dhcp[:len(dhcp) - len(closing_indent)] + "".join(
-            f"{indent}<host mac={quoteattr(h.mac)}" + (f" name={quoteattr(h.name)}" if h.name else "")
-            + f" ip={quoteattr(h.ip)}/>\n" for h in add) + closing_indent
+            f"{indent}<host mac={_quoted(h.mac)}" + (f" name={_quoted(h.name)}" if h.name else "")
+            + f" ip={_quoted(h.ip)}/>\n" for h in add) + closing_indent
     edited = block[:start] + dhcp + block[end:]
     return xml[:blocks[0].start()] + edited + xml[blocks[0].end():]
+
+
+def _quoted(value: str) -> str:
+    """An XML attribute value in double quotes (xml.sax.saxutils.quoteattr imports urllib and
+    http.client: 24 ms of every new and destroy)."""
+    return '"' + value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") + '"'
 
 
 def network_xml(name: str, subnet: str, *, bridge: str | None = None, isolated: bool = False) -> str:

@@ -179,3 +179,11 @@ def test_xml_with_hosts_edits_libvirts_layout_as_the_rewrite_would() -> None:
     with pytest.raises(ValueError):
         network.xml_with_hosts(v4_without_dhcp, add)
     assert network.parse_network_xml(network.xml_with_hosts(compact, add)).hosts == tuple(add)
+
+
+def test_spliced_reservations_quote_their_attributes_as_xml_does() -> None:
+    lab = network.network_xml("lab", "10.77.0.0/24", isolated=True)
+    odd = network.DhcpHost("02:4c:46:00:00:09", "10.77.0.9", "a\"b'<&>")
+    spliced = network.xml_with_hosts(lab, [odd])
+    assert network._spliced_hosts(lab, [odd], ()) == spliced  # the splice, not the rewrite
+    assert network.parse_network_xml(spliced).hosts == (odd,)
