@@ -418,6 +418,25 @@ def wait_for_lease(virt: Virt, net: str, entry: network.DhcpHost, timeout: float
         check_interrupt()
 
 
+# How long start waits for the lease of the run before to be renewed. Not for ever: a grant
+# in the same second as the one before (a restart right after a start) leaves the expiry as
+# it was, and dnsmasq then tells nobody; nor does a renewal a slow boot has not reached yet.
+RENEWAL_GRACE_SECONDS = 5.0
+
+
+def wait_for_address(virt: Virt, net: str, entry: network.DhcpHost, held: int | None, timeout: float) -> bool | None:
+    """Wait for entry's lease after a start, given the expiry of the one held before it (None:
+    none). True: a lease known to be this run's (none was held, or the held one was renewed);
+    False: only the held one was seen (infinite, or not renewed within RENEWAL_GRACE_SECONDS);
+    None: no lease within timeout."""
+    deadline = time.monotonic() + timeout
+    if held is None:
+        return True if wait_for_lease(virt, net, entry, timeout) else None
+    if held and wait_for_lease(virt, net, entry, min(timeout, RENEWAL_GRACE_SECONDS), renewed_after=held):
+        return True
+    return False if wait_for_lease(virt, net, entry, max(0.0, deadline - time.monotonic())) else None
+
+
 def _lease_expiry(virt: Virt, net: str | None, entry: network.DhcpHost | None) -> int | None:
     """The expiry time of entry's current lease (0: infinite), None without one."""
     if net is None or entry is None:
@@ -551,13 +570,16 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
             held = _lease_expiry(virt, container.network, entry)
             repair.repair(virt, name)
             repaired = 1
-        leased = None
+        leased = fresh = None
         if entry is not None and container.network:
-            if not wait_for_lease(virt, container.network, entry, timeout, renewed_after=held):
+            fresh = wait_for_address(virt, container.network, entry, held, timeout)
+            if fresh is None:
                 raise LxcforgeError(f"{name} started but did not take {container.ipv4} within {timeout:.0f} s",
                                     hint=f"look at its console: lxcforge console {name}")
             leased = True
-        repaired += repair.ensure_managed(virt, name, settle=0.0 if leased and held != 0 else None)
+        # Without a lease known to be this run's, the check gets its usual settle time (it ends
+        # as soon as libvirt knows the init pid).
+        repaired += repair.ensure_managed(virt, name, settle=0.0 if fresh else None)
         return dataclasses.replace(describe(virt, settings, name), repaired=repaired,
                                    leased=leased if leased else None)
 

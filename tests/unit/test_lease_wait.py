@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from lxcforge import network
 from lxcforge.ops import container as container_ops
 from lxcforge.virt import Lease, Virt
@@ -54,3 +56,24 @@ def test_the_expiry_seen_before_a_start() -> None:
     assert container_ops._lease_expiry(cast(Virt, table), "net", ENTRY) == 1000
     assert container_ops._lease_expiry(cast(Virt, _Leases([])), "net", ENTRY) is None
     assert container_ops._lease_expiry(cast(Virt, table), None, ENTRY) is None
+
+
+def _address(table: _Leases, held: int | None, timeout: float = 1.0) -> bool | None:
+    return container_ops.wait_for_address(cast(Virt, table), "net", ENTRY, held, timeout)
+
+
+def test_a_start_with_no_lease_before_takes_the_first_as_its_own() -> None:
+    assert _address(_Leases([], [_lease(4600)]), held=None) is True
+    assert _address(_Leases([]), held=None, timeout=0.0) is None
+
+
+def test_a_start_after_a_stop_waits_for_the_renewal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(container_ops, "RENEWAL_GRACE_SECONDS", 0.5)
+    renewed = _Leases([_lease(1000)], [_lease(4600)])
+    assert _address(renewed, held=1000) is True and renewed.reads == 2
+    # Granted in the same second as the one before: nothing changes, nobody is told. The held
+    # lease is taken after the grace, as not known to be this run's.
+    same = _Leases([_lease(1000)])
+    assert _address(same, held=1000, timeout=60.0) is False and same.reads > 1
+    assert _address(_Leases([_lease(0)]), held=0) is False  # infinite: nothing to wait for
+    assert _address(_Leases([]), held=1000, timeout=0.6) is None  # expired meanwhile, none since
