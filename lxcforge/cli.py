@@ -589,9 +589,9 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool, recorder: recording
             err().print(f"command {seconds:.1f} s: {figures['before_first_seconds']:.2f} s before the first "
                         f"container's first step, {figures['after_last_seconds']:.2f} s after the last one's",
                         markup=False)
-        cut_short = [o for o in summary.failed if o.error == bulk_ops.INTERRUPTED]
+        cut_short = [o for o in summary.failed if o.error in (bulk_ops.INTERRUPTED, bulk_ops.NOT_BEGUN)]
         for outcome in summary.failed:
-            if outcome.error == bulk_ops.INTERRUPTED:
+            if outcome.error in (bulk_ops.INTERRUPTED, bulk_ops.NOT_BEGUN):
                 continue
             if single:
                 # One container: its error is the command's error, with what to do next.
@@ -600,9 +600,12 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool, recorder: recording
                     err().print(f"hint: {outcome.hint}", markup=False)
             else:
                 err().print(f"[bold red]failed:[/] {outcome.name}: {outcome.error}", markup=True)
-        if summary.interrupted:
+        if summary.interrupted and summary.action == "new":
             err().print(f"interrupted: kept the {len(summary.succeeded)} complete; the other "
                         f"{len(cut_short)} were not made, or undone", markup=False)
+        elif summary.interrupted:
+            err().print(f"interrupted: {len(summary.succeeded)} done, {len(cut_short)} not begun "
+                        "(the ones under way were finished)", markup=False)
     if summary.interrupted:
         raise typer.Exit(130)
     if summary.failed:

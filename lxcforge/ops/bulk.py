@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 INTERRUPTED = "interrupted: not made, or undone"
+NOT_BEGUN = "interrupted: not begun"
 # Addresses reserved at a time, at least (see _run_creations); bounded because choosing
 # each address looks at every reservation of its network. The tests set LXCFORGE_RESERVE_CHUNK
 # small to reach a batch's later chunks with a few containers.
@@ -506,7 +507,10 @@ def resolve_targets(settings: Settings, patterns: Sequence[str], *, all_: bool,
 
 def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jobs: int | None = None,
          on_event: Event = lambda _kind, _name: None) -> Summary:
-    """Run fn(name) for every target in parallel; failures are collected, not raised."""
+    """Run fn(name) for every target in parallel; failures are collected, not raised. Ctrl-C
+    begins no more (those are NOT_BEGUN) and lets the ones under way finish: a start or a
+    destroy cut half way leaves work for gc, and the batch's libvirt connections must outlive
+    its workers. The summary then says it was interrupted."""
     started = time.monotonic()
     outcomes: dict[str, Outcome] = {}
 
@@ -523,10 +527,24 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
         return Outcome(name, True, None, time.monotonic() - t, container=made,
                        repaired=made.repaired if made else 0, steps=[(action, wall, time.time())])
 
-    with ThreadPoolExecutor(max_workers=jobs or default_jobs(), thread_name_prefix=f"lxcforge-{action}") as ex:
-        for outcome in ex.map(one, targets):
-            outcomes[outcome.name] = outcome
-    return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started)
+    interrupted = False
+    with interrupts.deferred() as interrupt, \
+            ThreadPoolExecutor(max_workers=jobs or default_jobs(), thread_name_prefix=f"lxcforge-{action}") as ex:
+        futures = {ex.submit(one, name): name for name in targets}
+        pending: set[Future[Outcome]] = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                if not future.cancelled():
+                    outcome = future.result()
+                    outcomes[outcome.name] = outcome
+            if interrupt.requested and not interrupted:
+                interrupted = True
+                for future in pending:
+                    if future.cancel():
+                        outcomes[futures[future]] = Outcome(futures[future], False, NOT_BEGUN)
+                pending = {future for future in pending if not future.cancelled()}
+    return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started, interrupted=interrupted)
 
 
 def start_many(settings: Settings, targets: Sequence[str], *, wait: bool = True, timeout: float = 60.0,

@@ -61,3 +61,24 @@ def test_an_ignored_sigint_stays_ignored() -> None:
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_a_batch_begins_no_more_and_finishes_those_under_way() -> None:
+    from lxcforge.ops import bulk
+
+    begun: list[str] = []
+    finished: list[str] = []
+
+    def slow(name: str) -> None:
+        begun.append(name)
+        if name == "c1":  # the first worker: Ctrl-C while both workers are busy
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Event().wait(0.3)
+        finished.append(name)
+
+    summary = bulk.each("stop", [f"c{i}" for i in range(1, 9)], slow, jobs=2)
+    assert summary.interrupted
+    assert sorted(begun) == sorted(finished) and 1 <= len(begun) <= 4  # none cut half way
+    assert {o.name for o in summary.succeeded} == set(finished)
+    assert {o.name for o in summary.failed} == {f"c{i}" for i in range(1, 9)} - set(finished)
+    assert all(o.error == bulk.NOT_BEGUN for o in summary.failed)
