@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +268,36 @@ def test_dry_run_plans_distinct_addresses_on_every_network(
     for net in nets:  # nothing reserved, nothing defined
         assert network.parse_network_xml(virt.network(net).xml).hosts == ()  # type: ignore[union-attr]
     assert not set(names) & set(virt.domain_names())
+
+
+def test_ctrl_c_during_a_start_of_many_finishes_those_under_way(
+    minimal_store: Store, minimal_net: str, unique: str, virt: Virt
+) -> None:
+    prefix = f"i{unique}-"
+    made = lxcforge(minimal_store.root, "new", "--count", "8", "--prefix", prefix, "--network", minimal_net, "--json")
+    assert made.returncode == 0, made.stderr
+    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    try:
+        assert lxcforge(minimal_store.root, "stop", f"{prefix}*", "--timeout", "10").returncode == 0
+        argv = [sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "start", f"{prefix}*", "-j", "2",
+                "--json"]
+        starting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+        deadline = time.monotonic() + 60
+        while not any(virt.state(n) == "running" for n in names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        starting.send_signal(signal.SIGINT)
+        out, err = starting.communicate(timeout=120)
+        assert starting.returncode == 130, err
+        summary = json.loads(out)
+        assert summary["interrupted"] and {f["error"] for f in summary["failed"]} == {bulk.NOT_BEGUN}
+        done = set(summary["done"])
+        running = {n for n in names if virt.state(n) == "running"}
+        # What began was finished (running, managed, its host end without IPv6); nothing more began.
+        assert done == running and 1 <= len(running) < len(names), (done, running)
+        for name in running:
+            assert virt.init_namespaces(name)
+            for end in virt.host_interfaces(name):
+                assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
+    finally:
+        assert lxcforge(minimal_store.root, "destroy", f"{prefix}*").returncode == 0
