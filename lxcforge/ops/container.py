@@ -438,10 +438,15 @@ def wait_for_address(virt: Virt, net: str, entry: network.DhcpHost, held: int | 
 
 
 def _lease_expiry(virt: Virt, net: str | None, entry: network.DhcpHost | None) -> int | None:
-    """The expiry time of entry's current lease (0: infinite), None without one."""
+    """The expiry time of entry's current lease (0: infinite), None without one (or where the
+    leases cannot be read: an inactive network, which the start then reports)."""
     if net is None or entry is None:
         return None
-    return max((lease.expiry for lease in virt.leases(net, macs=[entry.mac]) if lease.ip == entry.ip), default=None)
+    try:
+        leases = virt.leases(net, macs=[entry.mac])
+    except LxcforgeError:
+        return None
+    return max((lease.expiry for lease in leases if lease.ip == entry.ip), default=None)
 
 
 def _lock_name(name: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any, cast
 import pytest
 
 from lxcforge import network
+from lxcforge.errors import LxcforgeError
 from lxcforge.ops import container as container_ops
 from lxcforge.virt import Lease, Virt
 
@@ -56,6 +57,14 @@ def test_the_expiry_seen_before_a_start() -> None:
     assert container_ops._lease_expiry(cast(Virt, table), "net", ENTRY) == 1000
     assert container_ops._lease_expiry(cast(Virt, _Leases([])), "net", ENTRY) is None
     assert container_ops._lease_expiry(cast(Virt, table), None, ENTRY) is None
+
+
+def test_unreadable_leases_leave_the_start_to_say_what_is_wrong() -> None:
+    class Inactive:
+        def leases(self, net: str, *, macs: Any = None) -> list[Lease]:
+            raise LxcforgeError("cannot read leases of 'net': network is not active")
+
+    assert container_ops._lease_expiry(cast(Virt, Inactive()), "net", ENTRY) is None
 
 
 def _address(table: _Leases, held: int | None, timeout: float = 1.0) -> bool | None:
