@@ -589,9 +589,9 @@ def _print_summary(summary: bulk_ops.Summary, as_json: bool, recorder: recording
             err().print(f"command {seconds:.1f} s: {figures['before_first_seconds']:.2f} s before the first "
                         f"container's first step, {figures['after_last_seconds']:.2f} s after the last one's",
                         markup=False)
-        cut_short = [o for o in summary.failed if o.error in (bulk_ops.INTERRUPTED, bulk_ops.NOT_BEGUN)]
+        cut_short = [o for o in summary.failed if o.error in bulk_ops.CUT_SHORT]
         for outcome in summary.failed:
-            if outcome.error in (bulk_ops.INTERRUPTED, bulk_ops.NOT_BEGUN):
+            if outcome.error in bulk_ops.CUT_SHORT:
                 continue
             if single:
                 # One container: its error is the command's error, with what to do next.

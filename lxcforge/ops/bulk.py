@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 INTERRUPTED = "interrupted: not made, or undone"
 NOT_BEGUN = "interrupted: not begun"
+CUT_SHORT = (INTERRUPTED, NOT_BEGUN)  # what Ctrl-C left undone, not a failure of its own
 # Addresses reserved at a time, at least (see _run_creations); bounded because choosing
 # each address looks at every reservation of its network. The tests set LXCFORGE_RESERVE_CHUNK
 # small to reach a batch's later chunks with a few containers.
@@ -534,10 +535,9 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
         pending: set[Future[Outcome]] = set(futures)
         while pending:
             done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-            for future in done:
-                if not future.cancelled():
-                    outcome = future.result()
-                    outcomes[outcome.name] = outcome
+            for future in done:  # a cancelled one has left pending before it could be done
+                outcome = future.result()
+                outcomes[outcome.name] = outcome
             if interrupt.requested and not interrupted:
                 interrupted = True
                 for future in pending:
