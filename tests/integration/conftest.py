@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import json
 import os
 import random
 import shutil
@@ -144,14 +145,33 @@ CACHE = Path("/var/cache/lxcforge-tests")
 TEST_PASSWORD = "lxcforge-test-password"
 
 
+def _command(store: Path | None, args: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "lxcforge", *(["--store", str(store)] if store is not None else []), *args]
+
+
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "LXCFORGE_CONFIG": "/nonexistent", **(env or {})}
+
+
 def lxcforge(store: Path | None, *args: str, timeout: float = 600,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as an operator would (env: more variables)."""
-    argv = [sys.executable, "-m", "lxcforge"]
-    if store is not None:
-        argv += ["--store", str(store)]
-    return subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent", **(env or {})})
+    return subprocess.run(_command(store, args), capture_output=True, text=True, timeout=timeout,
+                          env=_environment(env))
+
+
+def lxcforge_started(store: Path | None, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The same command line left running (for a signal, or to watch it work), stdout and
+    stderr piped."""
+    return subprocess.Popen(_command(store, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_environment(env))
+
+
+def made_by_new(store: Path, net: str, prefix: str, count: int, *options: str) -> list[str]:
+    """`new --count COUNT --prefix PREFIX` on net, which must succeed: the names made, sorted."""
+    made = lxcforge(store, "new", "--count", str(count), "--prefix", prefix, "--network", net, *options, "--json")
+    assert made.returncode == 0, made.stderr
+    return sorted(c["name"] for c in json.loads(made.stdout)["created"])
 
 
 def cached_test_pool() -> Store:

@@ -16,7 +16,7 @@ import pytest
 
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import lxcforge
+from tests.integration.conftest import lxcforge, made_by_new
 
 
 def inside(pool: Store, name: str, script: str, *options: str) -> tuple[int, str]:
@@ -84,10 +84,7 @@ def test_exec_on_many_in_parallel_with_each_result_apart(
     minimal_store: Store, minimal_net: str, unique: str, virt: Virt
 ) -> None:
     prefix = f"m{unique}-"
-    made = lxcforge(minimal_store.root, "new", "--count", "6", "--prefix", prefix, "--network", minimal_net,
-                    "--memory", "64M", "--privileged", "--json")
-    assert made.returncode == 0, made.stderr
-    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    names = made_by_new(minimal_store.root, minimal_net, prefix, 6, "--memory", "64M", "--privileged")
     assert lxcforge(minimal_store.root, "stop", names[-1]).returncode == 0  # one that cannot run it
 
     text = lxcforge(minimal_store.root, "exec", f"{prefix}*", "--", "hostname")

@@ -10,14 +10,12 @@ import sys
 from pathlib import Path
 
 from lxcforge.store import Store
-from tests.integration.conftest import lxcforge
+from tests.integration.conftest import lxcforge, made_by_new
 
 
 def test_push_and_pull_one_and_many(minimal_store: Store, minimal_net: str, unique: str, tmp_path: Path) -> None:
     prefix = f"f{unique}-"
-    made = lxcforge(minimal_store.root, "new", "--count", "3", "--prefix", prefix, "--network", minimal_net, "--json")
-    assert made.returncode == 0, made.stderr
-    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    names = made_by_new(minimal_store.root, minimal_net, prefix, 3)
     source = tmp_path / "motd"
     source.write_bytes(b"hello\x00binary\n")
     source.chmod(0o640)

@@ -17,7 +17,7 @@ import pytest
 from lxcforge import initcache
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import lxcforge
+from tests.integration.conftest import lxcforge, made_by_new
 from tests.support.ansible import assert_each_answers_with_its_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,9 +130,7 @@ def test_ansible_runs_a_command_in_every_container_of_a_bulk_new(
     minimal_store: Store, net: str, unique: str, tmp_path: Path
 ) -> None:
     prefix = f"ans{unique}-"
-    made = lxcforge(minimal_store.root, "new", "--count", "12", "--prefix", prefix, "--network", net, "--json")
-    assert made.returncode == 0, made.stderr
-    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    names = made_by_new(minimal_store.root, net, prefix, 12)
     assert len(names) == 12
     inventory = tmp_path / "inventory.libvirt.yml"
     inventory.write_text("plugin: community.libvirt.libvirt\nuri: 'lxc:///'\ninventory_hostname: name\n")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from lxcforge.store import Store
-from tests.integration.conftest import lxcforge
+from tests.integration.conftest import lxcforge, lxcforge_started, made_by_new
 from tests.support.ansible import assert_each_answers_with_its_name
 
 
@@ -67,10 +67,7 @@ def test_events_of_a_container_started_killed_and_destroyed(
     minimal_store: Store, minimal_net: str, unique: str
 ) -> None:
     name = f"e{unique}"
-    stream = subprocess.Popen([sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "events",
-                               name, "--json", "--until", "removed", "--timeout", "60"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+    stream = lxcforge_started(minimal_store.root, "events", name, "--json", "--until", "removed", "--timeout", "60")
     try:
         time.sleep(1.5)  # subscribed
         assert lxcforge(minimal_store.root, "new", name, "--network", minimal_net).returncode == 0
@@ -140,10 +137,7 @@ def test_ansible_reaches_every_container_through_lxcforges_inventory(
     minimal_store: Store, minimal_net: str, unique: str, tmp_path: Path
 ) -> None:
     prefix = f"a{unique}-"
-    made = lxcforge(minimal_store.root, "new", "--count", "8", "--prefix", prefix, "--network", minimal_net,
-                    "--json")
-    assert made.returncode == 0, made.stderr
-    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    names = made_by_new(minimal_store.root, minimal_net, prefix, 8)
     inventory = tmp_path / "inventory.json"
     listed = lxcforge(minimal_store.root, "list", "--format", "ansible")
     assert listed.returncode == 0, listed.stderr

@@ -19,7 +19,7 @@ from lxcforge import cgroups, dhcp, host, network, store
 from lxcforge.ops import bulk
 from lxcforge.store import Store
 from lxcforge.virt import Virt
-from tests.integration.conftest import free_subnet, lxcforge
+from tests.integration.conftest import free_subnet, lxcforge, lxcforge_started, made_by_new
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,7 +209,6 @@ def test_interrupted_bulk_new_leaves_nothing_behind(
     addresses of all of these are given back. On a network
     without a hosts directory each reservation is a ~0.3 s libvirt update, so Ctrl-C almost
     always arrives while one is being made: it must not be lost half-way."""
-    import os
     import re
     import signal
     import time
@@ -222,11 +221,8 @@ def test_interrupted_bulk_new_leaves_nothing_behind(
         virt.define_network(re.sub(r"\s*<dnsmasq:options>.*</dnsmasq:options>", "", xml, flags=re.S))
     prefix = f"i{unique}-"
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "new", "--count", "40",
-             "--prefix", prefix, "--network", net, "-j", "4", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent", bulk.RESERVE_CHUNK_ENV: "8"})
+        proc = lxcforge_started(minimal_store.root, "new", "--count", "40", "--prefix", prefix, "--network", net,
+                                "-j", "4", "--json", env={bulk.RESERVE_CHUNK_ENV: "8"})
         # Past the first chunk of reservations: later ones are made while workers run.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and sum(d.name.startswith(prefix) for d in virt.domains()) < 6:
@@ -274,15 +270,10 @@ def test_ctrl_c_during_a_start_of_many_finishes_those_under_way(
     minimal_store: Store, minimal_net: str, unique: str, virt: Virt
 ) -> None:
     prefix = f"i{unique}-"
-    made = lxcforge(minimal_store.root, "new", "--count", "8", "--prefix", prefix, "--network", minimal_net, "--json")
-    assert made.returncode == 0, made.stderr
-    names = sorted(c["name"] for c in json.loads(made.stdout)["created"])
+    names = made_by_new(minimal_store.root, minimal_net, prefix, 8)
     try:
         assert lxcforge(minimal_store.root, "stop", f"{prefix}*", "--timeout", "10").returncode == 0
-        argv = [sys.executable, "-m", "lxcforge", "--store", str(minimal_store.root), "start", f"{prefix}*", "-j", "2",
-                "--json"]
-        starting = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env={**os.environ, "LXCFORGE_CONFIG": "/nonexistent"})
+        starting = lxcforge_started(minimal_store.root, "start", f"{prefix}*", "-j", "2", "--json")
         deadline = time.monotonic() + 60
         while not any(virt.state(n) == "running" for n in names) and time.monotonic() < deadline:
             time.sleep(0.05)
