@@ -9,6 +9,7 @@ CPU-seconds over each command (from /proc/stat; steal apart), split by owner
 
     sudo .venv/bin/python bench/ops.py --others 0,500,1000 --rounds 3
     sudo .venv/bin/python bench/ops.py --others 0,1000 --rounds 5 --json ops.json
+    sudo .venv/bin/python bench/ops.py --others 0,1000 --rounds 3 --libvirt-alone
 
 Targets: new 20 and destroy 20 within 1.3x of the empty host at N = 1000; list of 1000 under
 1 s; info under 0.3 s.
@@ -39,15 +40,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import hostfacts  # noqa: E402
+from bench import hostfacts, libvirt_alone  # noqa: E402
 from bench.churn import free_subnet, lxcforge  # noqa: E402
 from bench.scratch import minimal_store  # noqa: E402
+from lxcforge.errors import LxcforgeError  # noqa: E402
 
 PER_NETWORK = 1000  # containers per network: a Linux bridge takes 1024 ports
-OPS = ("new", "list", "info", "destroy")
+OPS = ("new", "list", "info", "alone", "destroy")
 # (operation, figure) of the summary; wall_s is the whole command as this script waited for it.
 FIGURES = (("new", "wall_s"), ("new", "seconds"), ("new", "lease_p50_ms"), ("new", "p50_s"),
-           ("list", "wall_s"), ("info", "wall_s"), ("destroy", "wall_s"), ("destroy", "seconds"))
+           ("list", "wall_s"), ("info", "wall_s"), ("destroy", "wall_s"), ("destroy", "seconds"),
+           ("alone", "started_s"), ("alone", "leased_s"))
 AGAIN = "0 again"
 
 
@@ -83,14 +86,44 @@ def _document(stdout: str) -> Any:
         return None
 
 
-def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners: bool) -> dict[str, dict[str, Any]]:
-    """new COUNT, list, info of the first, destroy of the COUNT: each command's figures."""
-    record: dict[str, dict[str, Any]] = {}
-    # The lease events of the last destroy (or of growing to N) are dnsmasq's to finish first.
+def _quiet() -> tuple[float, float, float]:
+    """Wait for dnsmasq's lease events to be done, then for the host to go quiet: the
+    kernel's teardown of containers gone before (their network namespaces) runs on for a
+    while after the command that removed them. (seconds settled, idle wait, busy share)"""
     settled = hostfacts.wait_lease_helpers()
-    # And for the host to go quiet: the kernel's teardown of containers gone before (their
-    # network namespaces) runs on for a while after the command that removed them.
     idle_wait, idle_share = hostfacts.wait_idle()
+    return settled, idle_wait, idle_share
+
+
+def alone_round(store: Path, prefix: str, count: int, owners: bool) -> dict[str, Any]:
+    """The COUNT just made, stopped, then started by libvirt alone (bench/libvirt_alone.py)
+    as many at a time as `new` runs: the floor under new's start and lease phases."""
+    stopped = lxcforge(store, "stop", f"{prefix}*", "--timeout", "10")
+    if stopped.returncode:
+        return {"exit": stopped.returncode, "error": stopped.stderr.strip()[-500:]}
+    _quiet()
+    window = hostfacts.Window(owners)
+    names = [f"{prefix}{i}" for i in range(1, count + 1)]
+    try:
+        figures: dict[str, Any] = {"exit": 0, **libvirt_alone.start_and_lease(names, bulk_jobs())}
+    except (TimeoutError, LxcforgeError) as exc:
+        figures = {"exit": 1, "error": str(exc)}
+    figures["cpu"] = window.close()
+    return figures
+
+
+def bulk_jobs() -> int:
+    from lxcforge.ops.bulk import default_jobs
+
+    return default_jobs()
+
+
+def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners: bool,
+              alone: bool = False) -> dict[str, dict[str, Any]]:
+    """new COUNT, list, info of the first, (with alone: libvirt alone's start of the COUNT,)
+    destroy of the COUNT: each command's figures."""
+    record: dict[str, dict[str, Any]] = {}
+    settled, idle_wait, idle_share = _quiet()
     wall, cpu, made = measured(store, owners, "new", "--count", str(count), "--prefix", prefix,
                                "--network", ",".join(nets), "--json", "--timeout", "300")
     summary = _document(made.stdout)
@@ -111,6 +144,8 @@ def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners:
                           "listed": len(shown) if isinstance(shown, list) else None, "cpu": cpu}
         wall, cpu, info = measured(store, owners, "info", f"{prefix}1", "--json")
         record["info"] = {"wall_s": wall, "exit": info.returncode, "cpu": cpu}
+        if alone:
+            record["alone"] = alone_round(store, prefix, count, owners)
     finally:
         wall, cpu, gone = measured(store, owners, "destroy", f"{prefix}*", "--missing-ok", "--json")
         summary = _document(gone.stdout)
@@ -134,6 +169,9 @@ def round_line(level: str, round_: int, record: Mapping[str, Mapping[str, Any]])
             f"list {listed.get('wall_s', float('nan')):.2f} s ({listed.get('listed')}), "
             f"info {info.get('wall_s', float('nan')):.3f} s, destroy {destroy['wall_s']:.2f} s "
             f"(summary {destroy.get('seconds')} s)")
+    alone = record.get("alone")
+    if alone and not alone.get("exit"):
+        line += f"; libvirt alone: started {alone['started_s']:.2f} s, leased {alone['leased_s']:.2f} s"
     failed = [op for op in OPS if record.get(op, {}).get("exit")]
     if failed:
         line += f" FAILED: {', '.join(failed)}"
@@ -215,14 +253,17 @@ def table_lines(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], f
     labels = {"new.wall_s": f"new {count} (wall)", "new.seconds": f"new {count} (its summary)",
               "new.lease_p50_ms": "new: lease p50", "new.p50_s": "new: per container p50",
               "list.wall_s": "list", "info.wall_s": "info NAME", "destroy.wall_s": f"destroy {count} (wall)",
-              "destroy.seconds": f"destroy {count} (summary)"}
+              "destroy.seconds": f"destroy {count} (summary)",
+              "alone.started_s": "libvirt alone: started", "alone.leased_s": "libvirt alone: leased"}
     for level, entry in summary.items():
         for key, figures in entry["figures"].items():
+            if not figures.get("n"):
+                continue  # not measured in this run (libvirt alone without --libvirt-alone)
             unit, digits = ("ms", 0) if key.endswith("_ms") else ("s", 3 if key.startswith("info") else 2)
             versus = "-" if figures.get("vs_0") is None else f"{figures['vs_0']:.2f}x"
             cpu = ""
             op = key.split(".")[0]
-            if key.endswith("wall_s"):
+            if key.endswith("wall_s") or key == "alone.leased_s":
                 owners = dict(entry["cpu"].get(op, {}))
                 busy, steal = owners.pop("host_cpu_s", None), owners.pop("steal_s", None)
                 if busy is not None:
@@ -235,12 +276,28 @@ def table_lines(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], f
             lines.append(f"{level:>8}  (list showed {entry['listed']:.0f} containers)")
         if entry.get("failed_rounds"):
             lines.append(f"{level:>8}  {entry['failed_rounds']} of {entry['rounds']} rounds had a command fail")
+    lines += floor_lines(summary)
     for row in rows:
         value = "-" if row["value"] is None else f"{row['value']:.2f}{'x' if row['unit'] == 'x' else ' s'}"
         verdict = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
         lines.append(f"target at N={row['at']}: {row['target']}: {value} (limit {row['limit']}"
                      f"{'x' if row['unit'] == 'x' else ' s'}): {verdict}")
     return lines
+
+
+def floor_lines(summary: Mapping[str, Any], at: str = "1000", limit: float = 1.3) -> list[str]:
+    """With --libvirt-alone: how much of new's allowed growth libvirt alone already takes."""
+    if at not in summary or "0" not in summary:
+        return []
+    alone_0 = summary["0"]["figures"].get("alone.leased_s", {}).get("median")
+    alone_n = summary[at]["figures"].get("alone.leased_s", {}).get("median")
+    new_0 = summary["0"]["figures"].get("new.wall_s", {}).get("median")
+    if None in (alone_0, alone_n, new_0):
+        return []
+    allowed = (limit - 1) * new_0
+    return [f"floor at N={at}: libvirt alone's start and lease of the same containers took "
+            f"{alone_n - alone_0:+.2f} s more than at N=0 ({alone_n / alone_0:.2f}x); new within {limit}x "
+            f"of the empty host may grow by {allowed:.2f} s in all"]
 
 
 def grow(store: Path, nets: Sequence[str], prefix: str, have: int, want: int) -> int:
@@ -270,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rounds of the four commands per N (default: %(default)s)")
     parser.add_argument("--count", type=int, default=20, help="containers per new and destroy (default: %(default)s)")
     parser.add_argument("--no-recheck", action="store_true", help="do not measure N = 0 again at the end")
+    parser.add_argument("--libvirt-alone", action="store_true",
+                        help="also stop the new containers in each round and start them with libvirt's API alone, "
+                        "until leased: the floor under new's start (bench/libvirt_alone.py)")
     hostfacts.add_output_options(parser, "command")
     return parser
 
@@ -320,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                         have = 0
                     have = grow(store, nets, others, have, level)
                     for round_ in range(1, args.rounds + 1):
-                        record = one_round(store, nets, fresh, args.count, owners)
+                        record = one_round(store, nets, fresh, args.count, owners, args.libvirt_alone)
                         records.append({"level": label, "others": level, "round": round_, **record})
                         print(round_line(label, round_, record), file=out, flush=True)
             except KeyboardInterrupt:

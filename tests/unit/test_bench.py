@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import hostfacts, ops, scale
+from bench import hostfacts, libvirt_alone, ops, scale
 from bench.hostfacts import CpuTimes, Proc, Sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -361,6 +361,32 @@ def test_json_to_stdout_leaves_standard_output_to_the_document() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert json.loads(done.stdout) == {"a": 1}
     assert "noise" in done.stderr and "child noise" in done.stderr
+
+
+def test_ops_floor_line_compares_libvirt_alone_with_the_growth_new_is_allowed() -> None:
+    records = [ops_record("0", 1, 2.0, 1.0, 0.2, 0.15), ops_record("1000", 1, 3.0, 1.0, 0.2, 0.15)]
+    records[0]["alone"] = {"exit": 0, "started_s": 0.5, "leased_s": 1.0, "cpu": records[0]["new"]["cpu"]}
+    records[1]["alone"] = {"exit": 0, "started_s": 1.0, "leased_s": 1.8, "cpu": records[1]["new"]["cpu"]}
+    summary = ops.summarise(records)
+    assert summary["1000"]["figures"]["alone.leased_s"]["vs_0"] == pytest.approx(1.8)
+    lines = ops.table_lines(summary, [], {"cpu_model": "x", "cores": 2, "kernel": "k"}, 20)
+    floor = [line for line in lines if line.startswith("floor at N=1000")]
+    assert floor and "+0.80 s" in floor[0] and "1.80x" in floor[0] and "grow by 0.60 s" in floor[0]
+    # Without --libvirt-alone: neither its rows nor the floor line.
+    plain = ops.table_lines(ops.summarise([ops_record("0", 1, 2.0, 1.0, 0.2, 0.15),
+                                           ops_record("1000", 1, 3.0, 1.0, 0.2, 0.15)]),
+                            [], {"cpu_model": "x", "cores": 2, "kernel": "k"}, 20)
+    assert not [line for line in plain if "libvirt alone" in line or line.startswith("floor")]
+
+
+def test_libvirt_alone_reads_the_interface_and_counts_only_renewed_leases() -> None:
+    xml = ("<domain><devices><interface type='network'><mac address='52:54:00:AB:cd:01'/>"
+           "<source network='lxnet'/></interface></devices></domain>")
+    assert libvirt_alone.interface_of("c1", xml) == libvirt_alone.Interface("c1", "lxnet", "52:54:00:ab:cd:01")
+    with pytest.raises(ValueError, match="c1: no network interface"):
+        libvirt_alone.interface_of("c1", "<domain/>")
+    before = {"a": 100, "b": 100}
+    assert libvirt_alone.renewed(before, {"a": 100, "b": 160, "c": 50}) == {"b", "c"}
 
 
 def test_ops_targets_at_the_largest_level_when_1000_was_not_measured() -> None:
