@@ -971,8 +971,10 @@ def stop(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None
          report: ReportOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Shut containers down cleanly, forcing them off after --timeout; names, globs or --all."""
     recorder = _recorder(report, "stop")
-    _each("stop", _targets(patterns, all_), lambda n: container_ops.stop(state.settings, n, timeout=timeout),
-          jobs, as_json, "stopped", recorder)
+    targets = _targets(patterns, all_)
+    with _BulkProgress(len(targets), enabled=not as_json, verb="stopped") as events:
+        summary = bulk_ops.stop_many(state.settings, targets, timeout=timeout, jobs=jobs, on_event=events)
+    _print_summary(summary, as_json, recorder)
 
 
 @app.command()
@@ -981,9 +983,10 @@ def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = N
             report: ReportOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Stop, then start, keeping the addresses."""
     recorder = _recorder(report, "restart")
-    _each("restart", _targets(patterns, all_),
-          lambda n: container_ops.restart(state.settings, n, timeout=timeout), jobs, as_json, "restarted",
-          recorder)
+    targets = _targets(patterns, all_)
+    with _BulkProgress(len(targets), enabled=not as_json, verb="restarted") as events:
+        summary = bulk_ops.restart_many(state.settings, targets, timeout=timeout, jobs=jobs, on_event=events)
+    _print_summary(summary, as_json, recorder)
 
 
 @app.command()

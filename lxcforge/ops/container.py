@@ -589,10 +589,13 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
                                    leased=leased if leased else None)
 
 
-def stop(settings: Settings, name: str, *, timeout: float = 30.0) -> None:
-    """Clean shutdown (SIGRTMIN+3 to init, what systemd understands), then force after timeout."""
+def stop(settings: Settings, name: str, *, timeout: float = 30.0, virt: Virt | None = None) -> None:
+    """Clean shutdown (SIGRTMIN+3 to init, what systemd understands), then force after timeout.
+    A batch (bulk.stop_many) passes its connection."""
     names.validate_container_name(name)
-    with Virt(settings.uri) as virt:
+    with contextlib.ExitStack() as stack:
+        if virt is None:
+            virt = stack.enter_context(Virt(settings.uri))
         describe(virt, settings, name)
         known = repair.is_managed(virt, name)
         if known is None:
@@ -628,9 +631,12 @@ def _shut_down(virt: Virt, name: str, known: bool, timeout: float) -> None:
         virt.destroy(name)
 
 
-def restart(settings: Settings, name: str, *, timeout: float = 30.0, wait: bool = True) -> Container:
-    stop(settings, name, timeout=timeout)
-    return start(settings, name, wait=wait)
+def restart(settings: Settings, name: str, *, timeout: float = 30.0, wait: bool = True,
+            virt: Virt | None = None, ipv6_off: Callable[[list[str]], object] = host.disable_ipv6,
+            store_ready: bool = False) -> Container:
+    """stop, then start; a batch (bulk.restart_many) passes what it passes start."""
+    stop(settings, name, timeout=timeout, virt=virt)
+    return start(settings, name, wait=wait, virt=virt, ipv6_off=ipv6_off, store_ready=store_ready)
 
 
 def set_autostart(settings: Settings, name: str, on: bool) -> Container:

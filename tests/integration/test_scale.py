@@ -22,6 +22,9 @@ from lxcforge.virt import Virt
 from tests.integration.conftest import free_subnet, lxcforge, lxcforge_started, made_by_new
 
 REPO = Path(__file__).resolve().parents[2]
+# Forced restarts a batch of 12 may need of libvirt's own making (repair.py: it loses the
+# init pid of 0.3-1 % of bulk starts); more means lxcforge judged too early.
+LIBVIRT_OWN_LOSSES = 1
 
 
 @pytest.fixture
@@ -94,8 +97,10 @@ def test_bulk_create_spread_over_two_networks_then_glob_destroy(
     started = lxcforge(minimal_store.root, "start", f"{prefix}*", "--json")
     assert started.returncode == 0 and json.loads(started.stdout)["succeeded"] == 12, started.stderr
     # The previous run's leases outlive the stop: taken for this run's, they made start judge
-    # libvirt's init event lost before it was due, and force-restart a few of every 20.
-    assert json.loads(started.stdout)["repaired"] == 0
+    # libvirt's init event lost before it was due, and force-restart a few of every 20. One
+    # is allowed: libvirt itself loses the pid of 0.3-1 % of bulk starts (repair.py), which
+    # is 4-11 % of batches of 12.
+    assert json.loads(started.stdout)["repaired"] <= LIBVIRT_OWN_LOSSES
     listed = json.loads(lxcforge(minimal_store.root, "list", "--json").stdout)
     after = {c["name"]: c["ipv4"] for c in listed if c["name"].startswith(prefix) and c["state"] == "running"
              and c["leased"]}
@@ -103,6 +108,18 @@ def test_bulk_create_spread_over_two_networks_then_glob_destroy(
     renewed = {lease.mac: lease.expiry for net in nets for lease in virt.leases(net)}
     assert all(renewed[c["mac"]] > expiry[c["mac"]] for c in listed if c["name"] in before)
     for name in before:  # new veths: the batch's IPv6 switch turned each host end off
+        for end in virt.host_interfaces(name):
+            assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
+    # restart of many: the same batch path (shared connections, one IPv6 switch), each
+    # container down and up again under its address, every lease renewed once more.
+    restarted = lxcforge(minimal_store.root, "restart", f"{prefix}*", "--timeout", "10", "--json")
+    assert restarted.returncode == 0, restarted.stderr
+    assert json.loads(restarted.stdout)["succeeded"] == 12
+    assert json.loads(restarted.stdout)["repaired"] <= LIBVIRT_OWN_LOSSES
+    again = {lease.mac: lease.expiry for net in nets for lease in virt.leases(net)}
+    assert all(again[c["mac"]] > renewed[c["mac"]] for c in listed if c["name"] in before)
+    assert all(host.lxc_controller_pid(n) not in controllers for n in before)
+    for name in before:
         for end in virt.host_interfaces(name):
             assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
 
