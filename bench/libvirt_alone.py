@@ -1,19 +1,21 @@
-"""What libvirt alone takes to start containers and get them leased: the floor under
-`lxcforge new`'s start and lease phases, measured on the same host in the same round.
+"""What libvirt alone takes to start containers and get them leased, and to force them off:
+the floors under `lxcforge new`'s start and lease phases and under `lxcforge destroy`,
+measured on the same host in the same round.
 
 Given stopped, lxcforge-made containers, start each with libvirt's API directly (one
 connection per worker, `virDomainCreate`, nothing of lxcforge's around it: no init-pid check,
 no IPv6 switch, no cgroup work) and wait until each MAC has a lease renewed after the start
 (read from the status file libvirt's lease helper keeps, as lxcforge does). If this floor
 grows with the number of containers on the host by more than a target allows `new` in all,
-no change to lxcforge's own steps can meet that target."""
+no change to lxcforge's own steps can meet that target. Forcing off is `virDomainDestroy`
+alone (destroy's frozen kill, undefine, snapshot and reservation removal left out)."""
 
 from __future__ import annotations
 
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -53,31 +55,44 @@ def renewed(before: dict[str, int], now: dict[str, int]) -> set[str]:
     return {mac for mac, expiry in now.items() if mac not in before or expiry > before[mac]}
 
 
+def _in_parallel(call: Callable[[Virt, str], object], names: Sequence[str], workers: int) -> float:
+    """call(virt, name) for each name, WORKERS at a time, a connection per worker: seconds."""
+    local = threading.local()
+    opened: list[Virt] = []
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        if not hasattr(local, "virt"):
+            local.virt = Virt()
+            with lock:
+                opened.append(local.virt)
+        call(local.virt, name)
+
+    began = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, names))
+        return time.monotonic() - began
+    finally:
+        for virt in opened:
+            virt.close()
+
+
+def force_off(names: Sequence[str], workers: int) -> dict[str, float | int]:
+    """virDomainDestroy of the running containers NAMES, WORKERS at a time: seconds until
+    every call returned (libvirt's destroy returns once the container's processes are gone)."""
+    return {"count": len(names), "workers": workers,
+            "destroyed_s": round(_in_parallel(lambda virt, name: virt.destroy(name), names, workers), 3)}
+
+
 def start_and_lease(names: Sequence[str], workers: int, timeout: float = 120.0) -> dict[str, float | int]:
     """Start the stopped containers NAMES, WORKERS at a time: seconds until every start call
     returned and until every one held a renewed lease (from the first call's start)."""
     with Virt() as virt:
         interfaces = [interface_of(name, virt.domain(name).xml) for name in names]
         before = leases_by_mac(virt, interfaces)
-    local = threading.local()
-    opened: list[Virt] = []
-    lock = threading.Lock()
-
-    def start(name: str) -> None:
-        if not hasattr(local, "virt"):
-            local.virt = Virt()
-            with lock:
-                opened.append(local.virt)
-        local.virt.start(name)
-
     began = time.monotonic()
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(start, names))
-        started = time.monotonic() - began
-    finally:
-        for virt in opened:
-            virt.close()
+    started = _in_parallel(lambda virt, name: virt.start(name), names, workers)
     wanted = {i.mac for i in interfaces}
     with Virt() as virt:
         while True:

@@ -50,7 +50,7 @@ OPS = ("new", "list", "info", "alone", "destroy")
 # (operation, figure) of the summary; wall_s is the whole command as this script waited for it.
 FIGURES = (("new", "wall_s"), ("new", "seconds"), ("new", "lease_p50_ms"), ("new", "p50_s"),
            ("list", "wall_s"), ("info", "wall_s"), ("destroy", "wall_s"), ("destroy", "seconds"),
-           ("alone", "started_s"), ("alone", "leased_s"))
+           ("alone", "started_s"), ("alone", "leased_s"), ("alone", "destroyed_s"))
 AGAIN = "0 again"
 
 
@@ -101,21 +101,23 @@ def alone_round(store: Path, prefix: str, count: int, owners: bool) -> dict[str,
     stopped = lxcforge(store, "stop", f"{prefix}*", "--timeout", "10")
     if stopped.returncode:
         return {"exit": stopped.returncode, "error": stopped.stderr.strip()[-500:]}
-    _quiet()
-    window = hostfacts.Window(owners)
     names = [f"{prefix}{i}" for i in range(1, count + 1)]
+    from lxcforge.ops.bulk import default_jobs, destroy_jobs
+
     try:
-        figures: dict[str, Any] = {"exit": 0, **libvirt_alone.start_and_lease(names, bulk_jobs())}
+        _quiet()
+        window = hostfacts.Window(owners)
+        figures: dict[str, Any] = {"exit": 0, **libvirt_alone.start_and_lease(names, default_jobs())}
+        figures["cpu"] = window.close()
+        # And forced off by libvirt alone, as many at a time as destroy runs; then started
+        # again for the round's destroy (of running containers, as in every round).
+        _quiet()
+        figures["destroyed_s"] = libvirt_alone.force_off(names, destroy_jobs())["destroyed_s"]
+        libvirt_alone.start_and_lease(names, default_jobs())
+        _quiet()
     except (TimeoutError, LxcforgeError) as exc:
         figures = {"exit": 1, "error": str(exc)}
-    figures["cpu"] = window.close()
     return figures
-
-
-def bulk_jobs() -> int:
-    from lxcforge.ops.bulk import default_jobs
-
-    return default_jobs()
 
 
 def one_round(store: Path, nets: Sequence[str], prefix: str, count: int, owners: bool,
@@ -171,7 +173,8 @@ def round_line(level: str, round_: int, record: Mapping[str, Mapping[str, Any]])
             f"(summary {destroy.get('seconds')} s)")
     alone = record.get("alone")
     if alone and not alone.get("exit"):
-        line += f"; libvirt alone: started {alone['started_s']:.2f} s, leased {alone['leased_s']:.2f} s"
+        line += (f"; libvirt alone: started {alone['started_s']:.2f} s, leased {alone['leased_s']:.2f} s, "
+                 f"forced off {alone['destroyed_s']:.2f} s")
     failed = [op for op in OPS if record.get(op, {}).get("exit")]
     if failed:
         line += f" FAILED: {', '.join(failed)}"
@@ -254,7 +257,8 @@ def table_lines(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], f
               "new.lease_p50_ms": "new: lease p50", "new.p50_s": "new: per container p50",
               "list.wall_s": "list", "info.wall_s": "info NAME", "destroy.wall_s": f"destroy {count} (wall)",
               "destroy.seconds": f"destroy {count} (summary)",
-              "alone.started_s": "libvirt alone: started", "alone.leased_s": "libvirt alone: leased"}
+              "alone.started_s": "libvirt alone: started", "alone.leased_s": "libvirt alone: leased",
+              "alone.destroyed_s": "libvirt alone: forced off"}
     for level, entry in summary.items():
         for key, figures in entry["figures"].items():
             if not figures.get("n"):
@@ -289,15 +293,18 @@ def floor_lines(summary: Mapping[str, Any], at: str = "1000", limit: float = 1.3
     """With --libvirt-alone: how much of new's allowed growth libvirt alone already takes."""
     if at not in summary or "0" not in summary:
         return []
-    alone_0 = summary["0"]["figures"].get("alone.leased_s", {}).get("median")
-    alone_n = summary[at]["figures"].get("alone.leased_s", {}).get("median")
-    new_0 = summary["0"]["figures"].get("new.wall_s", {}).get("median")
-    if None in (alone_0, alone_n, new_0):
-        return []
-    allowed = (limit - 1) * new_0
-    return [f"floor at N={at}: libvirt alone's start and lease of the same containers took "
-            f"{alone_n - alone_0:+.2f} s more than at N=0 ({alone_n / alone_0:.2f}x); new within {limit}x "
-            f"of the empty host may grow by {allowed:.2f} s in all"]
+    lines = []
+    for floor, command, what in (("alone.leased_s", "new", "start and lease"),
+                                 ("alone.destroyed_s", "destroy", "forcing off")):
+        alone_0 = summary["0"]["figures"].get(floor, {}).get("median")
+        alone_n = summary[at]["figures"].get(floor, {}).get("median")
+        own_0 = summary["0"]["figures"].get(f"{command}.wall_s", {}).get("median")
+        if None in (alone_0, alone_n, own_0) or not alone_0:
+            continue
+        lines.append(f"floor at N={at}: libvirt alone's {what} of the same containers took "
+                     f"{alone_n - alone_0:+.2f} s more than at N=0 ({alone_n / alone_0:.2f}x); {command} within "
+                     f"{limit}x of the empty host may grow by {(limit - 1) * own_0:.2f} s in all")
+    return lines
 
 
 def grow(store: Path, nets: Sequence[str], prefix: str, have: int, want: int) -> int:
