@@ -7,8 +7,10 @@ connection per worker, `virDomainCreate`, nothing of lxcforge's around it: no in
 no IPv6 switch, no cgroup work) and wait until each MAC has a lease renewed after the start
 (read from the status file libvirt's lease helper keeps, as lxcforge does). If this floor
 grows with the number of containers on the host by more than a target allows `new` in all,
-no change to lxcforge's own steps can meet that target. Forcing off is `virDomainDestroy`
-alone (destroy's frozen kill, undefine, snapshot and reservation removal left out)."""
+no change to lxcforge's own steps can meet that target. Forcing off is the two libvirt calls
+destroy makes to stop a container, `virDomainSuspend` then `virDomainDestroy` (a frozen
+container is killed at once; a running one gets SIGTERM and libvirt's 200 ms sleeps), with
+destroy's undefine, snapshot and reservation removal left out."""
 
 from __future__ import annotations
 
@@ -79,10 +81,15 @@ def _in_parallel(call: Callable[[Virt, str], object], names: Sequence[str], work
 
 
 def force_off(names: Sequence[str], workers: int) -> dict[str, float | int]:
-    """virDomainDestroy of the running containers NAMES, WORKERS at a time: seconds until
-    every call returned (libvirt's destroy returns once the container's processes are gone)."""
+    """Freeze and destroy the running containers NAMES, WORKERS at a time: seconds until every
+    call returned (libvirt's destroy returns once the container's processes are gone)."""
+
+    def frozen_kill(virt: Virt, name: str) -> None:
+        if not virt.destroy_frozen(name, running=True):
+            raise RuntimeError(f"{name}: libvirt could not freeze and destroy it")
+
     return {"count": len(names), "workers": workers,
-            "destroyed_s": round(_in_parallel(lambda virt, name: virt.destroy(name), names, workers), 3)}
+            "destroyed_s": round(_in_parallel(frozen_kill, names, workers), 3)}
 
 
 def start_and_lease(names: Sequence[str], workers: int, timeout: float = 120.0) -> dict[str, float | int]:

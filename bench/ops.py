@@ -109,13 +109,13 @@ def alone_round(store: Path, prefix: str, count: int, owners: bool) -> dict[str,
         window = hostfacts.Window(owners)
         figures: dict[str, Any] = {"exit": 0, **libvirt_alone.start_and_lease(names, default_jobs())}
         figures["cpu"] = window.close()
-        # And forced off by libvirt alone, as many at a time as destroy runs; then started
+        # And frozen and forced off by libvirt alone, as many at a time as destroy runs; then started
         # again for the round's destroy (of running containers, as in every round).
         _quiet()
         figures["destroyed_s"] = libvirt_alone.force_off(names, destroy_jobs())["destroyed_s"]
         libvirt_alone.start_and_lease(names, default_jobs())
         _quiet()
-    except (TimeoutError, LxcforgeError) as exc:
+    except (TimeoutError, RuntimeError, LxcforgeError) as exc:
         figures = {"exit": 1, "error": str(exc)}
     return figures
 
@@ -335,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, default=20, help="containers per new and destroy (default: %(default)s)")
     parser.add_argument("--no-recheck", action="store_true", help="do not measure N = 0 again at the end")
     parser.add_argument("--libvirt-alone", action="store_true",
-                        help="also stop the new containers in each round and start them with libvirt's API alone, "
-                        "until leased: the floor under new's start (bench/libvirt_alone.py)")
+                        help="also stop the new containers in each round, start them with libvirt's API alone until "
+                        "leased, and force them off with it alone: the floors under new and destroy "
+                        "(bench/libvirt_alone.py)")
     hostfacts.add_output_options(parser, "command")
     return parser
 
