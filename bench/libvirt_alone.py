@@ -3,9 +3,11 @@ the floors under `lxcforge new`'s start and lease phases and under `lxcforge des
 measured on the same host in the same round.
 
 Given stopped, lxcforge-made containers, start each with libvirt's API directly (one
-connection per worker, `virDomainCreate`, nothing of lxcforge's around it: no init-pid check,
-no IPv6 switch, no cgroup work) and wait until each MAC has a lease renewed after the start
-(read from the status file libvirt's lease helper keeps, as lxcforge does). If this floor
+connection per worker, `virDomainCreate`; of lxcforge's steps around it only what keeps the
+host safe when the container is unprivileged, cgroups.unprivileged_start: libvirt 9.0 would
+otherwise hand the host's name=systemd root to the container's root user; no init-pid check,
+no IPv6 switch) and wait until each MAC has a lease renewed after the start (read from the
+status file libvirt's lease helper keeps, as lxcforge does). If this floor
 grows with the number of containers on the host by more than a target allows `new` in all,
 no change to lxcforge's own steps can meet that target. Forcing off is the two libvirt calls
 destroy makes to stop a container, `virDomainSuspend` then `virDomainDestroy` (a frozen
@@ -21,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from lxcforge import cgroups, domain
 from lxcforge.virt import Virt
 
 POLL_SECONDS = 0.05
@@ -41,6 +44,11 @@ def interface_of(name: str, domain_xml: str) -> Interface:
     if mac is None or network is None:
         raise ValueError(f"{name}: no network interface in its definition")
     return Interface(name, network.group(1), mac.group(1).lower())
+
+
+def _idmap_offset(domain_xml: str) -> int | None:
+    meta = domain.read_metadata(domain_xml)
+    return meta.idmap_offset if meta is not None else None
 
 
 def leases_by_mac(virt: Virt, interfaces: Sequence[Interface]) -> dict[str, int]:
@@ -96,10 +104,17 @@ def start_and_lease(names: Sequence[str], workers: int, timeout: float = 120.0) 
     """Start the stopped containers NAMES, WORKERS at a time: seconds until every start call
     returned and until every one held a renewed lease (from the first call's start)."""
     with Virt() as virt:
-        interfaces = [interface_of(name, virt.domain(name).xml) for name in names]
+        definitions = {name: virt.domain(name) for name in names}
+        interfaces = [interface_of(name, definitions[name].xml) for name in names]
         before = leases_by_mac(virt, interfaces)
+    offsets = {name: _idmap_offset(info.xml) for name, info in definitions.items()}
+
+    def start(virt: Virt, name: str) -> None:
+        with cgroups.unprivileged_start(definitions[name].uuid, offsets[name]):
+            virt.start(name)
+
     began = time.monotonic()
-    started = _in_parallel(lambda virt, name: virt.start(name), names, workers)
+    started = _in_parallel(start, names, workers)
     wanted = {i.mac for i in interfaces}
     with Virt() as virt:
         while True:
