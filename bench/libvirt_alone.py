@@ -3,19 +3,21 @@ the floors under `lxcforge new`'s start and lease phases and under `lxcforge des
 measured on the same host in the same round.
 
 Given stopped, lxcforge-made containers, start each with libvirt's API directly (one
-connection per worker, `virDomainCreate`; of lxcforge's steps around it only what keeps the
-host safe when the container is unprivileged, cgroups.unprivileged_start: libvirt 9.0 would
-otherwise hand the host's name=systemd root to the container's root user; no init-pid check,
-no IPv6 switch) and wait until each MAC has a lease renewed after the start (read from the
-status file libvirt's lease helper keeps, as lxcforge does). If this floor
-grows with the number of containers on the host by more than a target allows `new` in all,
-no change to lxcforge's own steps can meet that target. Forcing off is the two libvirt calls
-destroy makes to stop a container, `virDomainSuspend` then `virDomainDestroy` (a frozen
-container is killed at once; a running one gets SIGTERM and libvirt's 200 ms sleeps), with
-destroy's undefine, snapshot and reservation removal left out."""
+connection per worker, opened before the clock starts; `virDomainCreate`; of lxcforge's steps
+around it only what keeps the host safe when the container is unprivileged,
+cgroups.unprivileged_start: libvirt 9.0 would otherwise hand the host's name=systemd root to
+the container's root user; no init-pid check, no IPv6 switch) and wait until each MAC has a
+lease renewed after the start (read from the status file libvirt's lease helper keeps, as
+lxcforge does). If this floor grows with the number of containers on the host by more than
+a target allows `new` in all, no change to lxcforge's own steps can meet that target.
+
+Forcing off is the two libvirt calls destroy makes to stop a container, `virDomainSuspend`
+then `virDomainDestroy` (a frozen container is killed at once; a running one gets SIGTERM and
+libvirt's 200 ms sleeps), with destroy's undefine, snapshot and reservation removal left out."""
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 import time
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lxcforge import cgroups, domain
+from lxcforge import cgroups, domain, host
 from lxcforge.virt import Virt
 
 POLL_SECONDS = 0.05
@@ -66,21 +68,23 @@ def renewed(before: dict[str, int], now: dict[str, int]) -> set[str]:
 
 
 def _in_parallel(call: Callable[[Virt, str], object], names: Sequence[str], workers: int) -> float:
-    """call(virt, name) for each name, WORKERS at a time, a connection per worker: seconds."""
+    """call(virt, name) for each name, WORKERS at a time, a connection per worker opened before
+    the clock starts (lxcforge opens a few for a whole batch; opening 8 or 16 inside the timed
+    window would put their cost, which grows with libvirtd's load, on the floor): seconds."""
+    idle: queue.SimpleQueue[Virt] = queue.SimpleQueue()
+    opened = [Virt() for _ in range(min(workers, len(names)))]
+    for virt in opened:
+        idle.put(virt)
     local = threading.local()
-    opened: list[Virt] = []
-    lock = threading.Lock()
 
     def one(name: str) -> None:
         if not hasattr(local, "virt"):
-            local.virt = Virt()
-            with lock:
-                opened.append(local.virt)
+            local.virt = idle.get_nowait()
         call(local.virt, name)
 
-    began = time.monotonic()
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        began = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(opened)) as pool:
             list(pool.map(one, names))
         return time.monotonic() - began
     finally:
@@ -90,14 +94,22 @@ def _in_parallel(call: Callable[[Virt, str], object], names: Sequence[str], work
 
 def force_off(names: Sequence[str], workers: int) -> dict[str, float | int]:
     """Freeze and destroy the running containers NAMES, WORKERS at a time: seconds until every
-    call returned (libvirt's destroy returns once the container's processes are gone)."""
+    call returned (libvirt's destroy returns once the container's processes are gone). Then,
+    untimed, what lxcforge's destroy also does after a frozen kill: libvirt's groups of each
+    container removed once its controller has exited (cgroups.remove_libvirt_groups), or they
+    would pile up round after round."""
+    controllers = {name: host.lxc_controller_pid(name) for name in names}
+    groups = {name: cgroups.libvirt_group_name(pid) if pid else None for name, pid in controllers.items()}
 
     def frozen_kill(virt: Virt, name: str) -> None:
         if not virt.destroy_frozen(name, running=True):
             raise RuntimeError(f"{name}: libvirt could not freeze and destroy it")
 
-    return {"count": len(names), "workers": workers,
-            "destroyed_s": round(_in_parallel(frozen_kill, names, workers), 3)}
+    seconds = _in_parallel(frozen_kill, names, workers)
+    for name, pid in controllers.items():
+        if pid is not None and host.wait_exited([pid], 2.0):
+            cgroups.remove_libvirt_groups(pid, groups[name])
+    return {"count": len(names), "workers": workers, "destroyed_s": round(seconds, 3)}
 
 
 def start_and_lease(names: Sequence[str], workers: int, timeout: float = 120.0) -> dict[str, float | int]:
@@ -113,10 +125,10 @@ def start_and_lease(names: Sequence[str], workers: int, timeout: float = 120.0) 
         with cgroups.unprivileged_start(definitions[name].uuid, offsets[name]):
             virt.start(name)
 
-    began = time.monotonic()
-    started = _in_parallel(start, names, workers)
     wanted = {i.mac for i in interfaces}
-    with Virt() as virt:
+    with Virt() as virt:  # for the lease reads, opened before the clock too
+        began = time.monotonic()
+        started = _in_parallel(start, names, workers)
         while True:
             if wanted <= renewed(before, leases_by_mac(virt, interfaces)):
                 break

@@ -23,7 +23,8 @@ from tests.integration.conftest import free_subnet, lxcforge, lxcforge_started, 
 
 REPO = Path(__file__).resolve().parents[2]
 # Forced restarts a batch of 12 may need of libvirt's own making (repair.py: it loses the
-# init pid of 0.3-1 % of bulk starts); more means lxcforge judged too early.
+# init pid of 0.3-1 % of bulk starts; of 500 starts here, 4 had no pid when their renewed
+# lease showed, and none had one 3 s later either); more means lxcforge judged too early.
 LIBVIRT_OWN_LOSSES = 1
 
 
@@ -112,13 +113,14 @@ def test_bulk_create_spread_over_two_networks_then_glob_destroy(
             assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
     # restart of many: the same batch path (shared connections, one IPv6 switch), each
     # container down and up again under its address, every lease renewed once more.
+    started_under = {n: host.lxc_controller_pid(n) for n in before}
     restarted = lxcforge(minimal_store.root, "restart", f"{prefix}*", "--timeout", "10", "--json")
     assert restarted.returncode == 0, restarted.stderr
     assert json.loads(restarted.stdout)["succeeded"] == 12
     assert json.loads(restarted.stdout)["repaired"] <= LIBVIRT_OWN_LOSSES
     again = {lease.mac: lease.expiry for net in nets for lease in virt.leases(net)}
     assert all(again[c["mac"]] > renewed[c["mac"]] for c in listed if c["name"] in before)
-    assert all(host.lxc_controller_pid(n) not in controllers for n in before)
+    assert all(host.lxc_controller_pid(n) not in (None, started_under[n]) for n in before)
     for name in before:
         for end in virt.host_interfaces(name):
             assert Path(f"/proc/sys/net/ipv6/conf/{end}/disable_ipv6").read_text() == "1\n"
