@@ -12,9 +12,10 @@ import fnmatch
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from lxcforge import domain, faults, host, interrupts, journal, names, network, store, timeline
 from lxcforge.config import Settings
@@ -547,19 +548,25 @@ def each(action: str, targets: Sequence[str], fn: Callable[[str], object], *, jo
     return Summary(action, [outcomes[n] for n in targets], time.monotonic() - started, interrupted=interrupted)
 
 
+@contextlib.contextmanager
+def _start_batch(settings: Settings) -> Iterator[Callable[[], dict[str, Any]]]:
+    """What every start of a batch shares, as new does it: the store attached once, four
+    workers to a libvirt connection (ThreadConnections), and the batch's veths handed to one
+    low-priority shell for their IPv6 switch (host.Ipv6Switch), whose writes would otherwise
+    spin on the workers' CPU while libvirtd starts the others. Yields, for the calling
+    worker, container_ops.start's (and restart's) options that say so."""
+    Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
+    with ThreadConnections(settings.uri) as connections, host.Ipv6Switch() as ipv6_switch:
+        yield lambda: {"virt": connections.get(), "ipv6_off": ipv6_switch.turn_off, "store_ready": True}
+
+
 def start_many(settings: Settings, targets: Sequence[str], *, wait: bool = True, timeout: float = 60.0,
                jobs: int | None = None, action: str = "start",
                on_event: Event = lambda _kind, _name: None) -> Summary:
-    """Start in parallel as new does: the store attached once, four workers to a libvirt
-    connection (ThreadConnections), and the batch's veths handed to one low-priority shell
-    for their IPv6 switch (host.Ipv6Switch), whose writes would otherwise spin on the
-    workers' CPU while libvirtd starts the others."""
-    Store.from_settings(settings).ensure()  # re-attach the pool after a reboot
-    with ThreadConnections(settings.uri) as connections, host.Ipv6Switch() as ipv6_switch:
+    """Start in parallel (_start_batch)."""
+    with _start_batch(settings) as shared:
         return each(action, targets,
-                    lambda name: container_ops.start(settings, name, wait=wait, timeout=timeout,
-                                                     virt=connections.get(), ipv6_off=ipv6_switch.turn_off,
-                                                     store_ready=True),
+                    lambda name: container_ops.start(settings, name, wait=wait, timeout=timeout, **shared()),
                     jobs=jobs, on_event=on_event)
 
 
@@ -575,13 +582,10 @@ def stop_many(settings: Settings, targets: Sequence[str], *, timeout: float = 30
 
 def restart_many(settings: Settings, targets: Sequence[str], *, timeout: float = 30.0, jobs: int | None = None,
                  on_event: Event = lambda _kind, _name: None) -> Summary:
-    """Stop and start in parallel, each start as start_many does it (the store attached once,
-    shared connections, one low-priority IPv6 switch for the batch's veths)."""
-    Store.from_settings(settings).ensure()
-    with ThreadConnections(settings.uri) as connections, host.Ipv6Switch() as ipv6_switch:
+    """Stop and start in parallel, each stop on the start's connection (_start_batch)."""
+    with _start_batch(settings) as shared:
         return each("restart", targets,
-                    lambda name: container_ops.restart(settings, name, timeout=timeout, virt=connections.get(),
-                                                       ipv6_off=ipv6_switch.turn_off, store_ready=True),
+                    lambda name: container_ops.restart(settings, name, timeout=timeout, **shared()),
                     jobs=jobs, on_event=on_event)
 
 
