@@ -944,8 +944,15 @@ def _resolved(patterns: list[str] | None, all_: bool, *, orphans: bool = False) 
 def _each(action: str, targets: list[str], fn: Callable[[str], object], jobs: int | None, as_json: bool,
           verb: str, recorder: recording.Recorder | None = None) -> None:
     """One container or many: the same path, summary and --json document."""
-    with _BulkProgress(len(targets), enabled=not as_json, verb=verb) as events:
-        summary = bulk_ops.each(action, targets, fn, jobs=jobs, on_event=events)
+    _batch(len(targets), as_json, verb, recorder,
+           lambda events: bulk_ops.each(action, targets, fn, jobs=jobs, on_event=events))
+
+
+def _batch(count: int, as_json: bool, verb: str, recorder: recording.Recorder | None,
+           run: Callable[[bulk_ops.Event], bulk_ops.Summary]) -> None:
+    """run(on_event) under a progress bar of COUNT, then its summary (or --json document)."""
+    with _BulkProgress(count, enabled=not as_json, verb=verb) as events:
+        summary = run(events)
     _print_summary(summary, as_json, recorder)
 
 
@@ -959,10 +966,9 @@ def start(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = Non
     A running container that libvirt lost track of (no init pid) is restarted ('repaired')."""
     recorder = _recorder(report, "start")
     targets = _targets(patterns, all_)
-    with _BulkProgress(len(targets), enabled=not as_json, verb="started") as events:
-        summary = bulk_ops.start_many(state.settings, targets, wait=not no_wait, timeout=timeout, jobs=jobs,
-                                      on_event=events)
-    _print_summary(summary, as_json, recorder)
+    _batch(len(targets), as_json, "started", recorder,
+           lambda events: bulk_ops.start_many(state.settings, targets, wait=not no_wait, timeout=timeout, jobs=jobs,
+                                              on_event=events))
 
 
 @app.command()
@@ -972,9 +978,8 @@ def stop(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = None
     """Shut containers down cleanly, forcing them off after --timeout; names, globs or --all."""
     recorder = _recorder(report, "stop")
     targets = _targets(patterns, all_)
-    with _BulkProgress(len(targets), enabled=not as_json, verb="stopped") as events:
-        summary = bulk_ops.stop_many(state.settings, targets, timeout=timeout, jobs=jobs, on_event=events)
-    _print_summary(summary, as_json, recorder)
+    _batch(len(targets), as_json, "stopped", recorder,
+           lambda events: bulk_ops.stop_many(state.settings, targets, timeout=timeout, jobs=jobs, on_event=events))
 
 
 @app.command()
@@ -984,9 +989,9 @@ def restart(patterns: TargetsArg = None, all_: AllOpt = False, jobs: JobsOpt = N
     """Stop, then start, keeping the addresses."""
     recorder = _recorder(report, "restart")
     targets = _targets(patterns, all_)
-    with _BulkProgress(len(targets), enabled=not as_json, verb="restarted") as events:
-        summary = bulk_ops.restart_many(state.settings, targets, timeout=timeout, jobs=jobs, on_event=events)
-    _print_summary(summary, as_json, recorder)
+    _batch(len(targets), as_json, "restarted", recorder,
+           lambda events: bulk_ops.restart_many(state.settings, targets, timeout=timeout, jobs=jobs,
+                                                on_event=events))
 
 
 @app.command()
@@ -1052,9 +1057,9 @@ def destroy(patterns: TargetsArg = None, all_: AllOpt = False, jobs: DestroyJobs
     recorder = _recorder(report, "destroy")
     # What resolving read (the domains, the reservations without one) the destroy reuses.
     targets = _resolved(patterns, all_, orphans=True)
-    with _BulkProgress(len(targets.names), enabled=not as_json, verb="destroyed") as events:
-        summary = bulk_ops.destroy_many(state.settings, targets, missing_ok=missing_ok, jobs=jobs, on_event=events)
-    _print_summary(summary, as_json, recorder)
+    _batch(len(targets.names), as_json, "destroyed", recorder,
+           lambda events: bulk_ops.destroy_many(state.settings, targets, missing_ok=missing_ok, jobs=jobs,
+                                                on_event=events))
 
 
 @app.command()
