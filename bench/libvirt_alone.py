@@ -18,7 +18,6 @@ libvirt's 200 ms sleeps), with destroy's undefine, snapshot and reservation remo
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +28,6 @@ from lxcforge import cgroups, domain, host
 from lxcforge.virt import Virt
 
 POLL_SECONDS = 0.05
-MAC = re.compile(r"<mac address=['\"]([0-9a-fA-F:]+)['\"]")
-SOURCE_NETWORK = re.compile(r"<source network=['\"]([^'\"]+)['\"]")
 
 
 @dataclass(frozen=True)
@@ -38,19 +35,16 @@ class Interface:
     name: str
     network: str
     mac: str
+    idmap_offset: int | None  # unprivileged: its ids' offset outside (cgroups.unprivileged_start)
 
 
 def interface_of(name: str, domain_xml: str) -> Interface:
-    """The container's (first) network and MAC from its libvirt definition."""
-    mac, network = MAC.search(domain_xml), SOURCE_NETWORK.search(domain_xml)
-    if mac is None or network is None:
-        raise ValueError(f"{name}: no network interface in its definition")
-    return Interface(name, network.group(1), mac.group(1).lower())
-
-
-def _idmap_offset(domain_xml: str) -> int | None:
+    """The container's network and MAC (and user namespace offset), from the metadata
+    lxcforge keeps in its definition."""
     meta = domain.read_metadata(domain_xml)
-    return meta.idmap_offset if meta is not None else None
+    if meta is None or meta.network is None or meta.mac is None:
+        raise ValueError(f"{name}: no network interface in its definition's lxcforge metadata")
+    return Interface(name, meta.network, meta.mac.lower(), meta.idmap_offset)
 
 
 def leases_by_mac(virt: Virt, interfaces: Sequence[Interface]) -> dict[str, int]:
@@ -116,21 +110,24 @@ def start_and_lease(names: Sequence[str], workers: int, timeout: float = 120.0) 
     """Start the stopped containers NAMES, WORKERS at a time: seconds until every start call
     returned and until every one held a renewed lease (from the first call's start)."""
     with Virt() as virt:
-        definitions = {name: virt.domain(name) for name in names}
-        interfaces = [interface_of(name, definitions[name].xml) for name in names]
-        before = leases_by_mac(virt, interfaces)
-    offsets = {name: _idmap_offset(info.xml) for name, info in definitions.items()}
+        uuids = {}
+        interfaces = {}
+        for name in names:
+            info = virt.domain(name)
+            uuids[name], interfaces[name] = info.uuid, interface_of(name, info.xml)
+        each = list(interfaces.values())
+        before = leases_by_mac(virt, each)
 
     def start(virt: Virt, name: str) -> None:
-        with cgroups.unprivileged_start(definitions[name].uuid, offsets[name]):
+        with cgroups.unprivileged_start(uuids[name], interfaces[name].idmap_offset):
             virt.start(name)
 
-    wanted = {i.mac for i in interfaces}
+    wanted = {i.mac for i in each}
     with Virt() as virt:  # for the lease reads, opened before the clock too
         began = time.monotonic()
         started = _in_parallel(start, names, workers)
         while True:
-            if wanted <= renewed(before, leases_by_mac(virt, interfaces)):
+            if wanted <= renewed(before, leases_by_mac(virt, each)):
                 break
             if time.monotonic() - began > timeout:
                 raise TimeoutError(f"{len(wanted)} containers not all leased within {timeout:.0f} s")

@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from bench import hostfacts, libvirt_alone  # noqa: E402
 from bench.churn import free_subnet, lxcforge  # noqa: E402
 from bench.scratch import minimal_store  # noqa: E402
+from lxcforge.ops.bulk import default_jobs, destroy_jobs  # noqa: E402
 
 PER_NETWORK = 1000  # containers per network: a Linux bridge takes 1024 ports
 OPS = ("new", "list", "info", "alone", "destroy")
@@ -101,8 +102,6 @@ def alone_round(store: Path, prefix: str, count: int, owners: bool) -> dict[str,
     if stopped.returncode:
         return {"exit": stopped.returncode, "error": stopped.stderr.strip()[-500:]}
     names = [f"{prefix}{i}" for i in range(1, count + 1)]
-    from lxcforge.ops.bulk import default_jobs, destroy_jobs
-
     try:
         _quiet()
         window = hostfacts.Window(owners)

@@ -13,6 +13,7 @@ import pytest
 
 from bench import hostfacts, libvirt_alone, ops, scale
 from bench.hostfacts import CpuTimes, Proc, Sample
+from lxcforge import domain
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -380,9 +381,10 @@ def test_ops_floor_line_compares_libvirt_alone_with_the_growth_new_is_allowed() 
 
 
 def test_libvirt_alone_reads_the_interface_and_counts_only_renewed_leases() -> None:
-    xml = ("<domain><devices><interface type='network'><mac address='52:54:00:AB:cd:01'/>"
-           "<source network='lxnet'/></interface></devices></domain>")
-    assert libvirt_alone.interface_of("c1", xml) == libvirt_alone.Interface("c1", "lxnet", "52:54:00:ab:cd:01")
+    xml = domain.domain_xml(domain.ContainerSpec("c1", "0" * 32, Path("/x"), "lxnet", "52:54:00:AB:cd:01",
+                                                 idmap_offset=100000))
+    assert libvirt_alone.interface_of("c1", xml) == libvirt_alone.Interface("c1", "lxnet", "52:54:00:ab:cd:01",
+                                                                            100000)
     with pytest.raises(ValueError, match="c1: no network interface"):
         libvirt_alone.interface_of("c1", "<domain/>")
     before = {"a": 100, "b": 100}
