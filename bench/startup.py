@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.hostfacts import cpu_model  # noqa: E402
+
 LXCFORGE = Path(sys.executable).parent / "lxcforge"
 
 # The child: lxcforge's entry point, with the first step of real work replaced by an exit
@@ -59,13 +63,6 @@ os._exit(3)
 """
 COMMANDS = (("list", ["list"]), ("info NAME", ["info", "bench1"]),
             ("exec NAME -- true", ["exec", "bench1", "--", "true"]))
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def has_libvirt() -> bool:

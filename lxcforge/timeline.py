@@ -84,6 +84,11 @@ def host_facts(proc: Path = Path("/proc")) -> HostFacts:
     # x86 says "model name"; arm64 and others say one of the rest, or nothing.
     model = next((cpuinfo[k] for k in ("model name", "Hardware", "Processor", "cpu model", "cpu") if cpuinfo.get(k)),
                  "unknown")
+    # Virtual machines often show a generic name ("Intel(R) Xeon(R) Processor") for CPUs of
+    # different generations and speeds: the x86 signature and clock tell those hosts apart.
+    if cpuinfo.get("cpu family") and cpuinfo.get("model") and model != "unknown":
+        mhz = _float(cpuinfo.get("cpu MHz", ""))
+        model += f" (family {cpuinfo['cpu family']} model {cpuinfo['model']}" + (f", {mhz:.0f} MHz)" if mhz else ")")
     return HostFacts(
         cpu_model=model,
         cores=os.cpu_count() or 0,

@@ -111,6 +111,16 @@ def test_host_facts_from_a_fake_proc(tmp_path: Path, monkeypatch: pytest.MonkeyP
                                                       23988240 * 1024, 24683584 * 1024)
 
 
+def test_host_facts_tell_generic_virtual_cpus_apart(tmp_path: Path) -> None:
+    # Two hosts whose VMs both say "Intel(R) Xeon(R) Processor" but run different CPUs.
+    for family_model, mhz, expected in ((("6", "167"), "2599.998", "(family 6 model 167, 2600 MHz)"),
+                                        (("6", "85"), "", "(family 6 model 85)")):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\ncpu family\t: {family_model[0]}\nmodel\t\t: "
+                                          f"{family_model[1]}\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+                                          + (f"cpu MHz\t\t: {mhz}\n" if mhz else ""))
+        assert timeline.host_facts(tmp_path).cpu_model == f"Intel(R) Xeon(R) Processor {expected}"
+
+
 def test_host_facts_without_proc_are_unknown_not_an_error(tmp_path: Path) -> None:
     (tmp_path / "loadavg").write_text("garbage\n")
     facts = timeline.host_facts(tmp_path)
