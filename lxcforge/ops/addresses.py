@@ -215,6 +215,7 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
     if plan.hostsdir and info.active:
         started_with = {h.mac for h in network.parse_network_xml(virt.live_network_xml(net)).hosts}
     config_only = []
+    updated = False
     for existing in plan.hosts:
         if existing.mac not in macs:
             continue
@@ -223,9 +224,11 @@ def _drop_addresses(virt: Virt, net: str, entries: Sequence[network.DhcpHost]) -
         else:
             virt.remove_dhcp_host(net, network.dhcp_host_xml(existing), live=not plan.hostsdir or
                                   existing.mac in started_with)
+            updated = True
     if config_only:
-        # One definition for the batch; read again, the live updates above changed it.
-        current = virt.network(net)
+        # One definition for the batch; read again only where the live updates above changed
+        # it (with a thousand reservations, each read is a large definition through libvirtd).
+        current = virt.network(net) if updated else info
         if current is not None:
             virt.define_network_config(network.xml_with_hosts(current.xml, remove_macs=config_only))
 
