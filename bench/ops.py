@@ -299,11 +299,17 @@ def floor_lines(summary: Mapping[str, Any], at: str = "1000", limit: float = 1.3
         alone_0 = summary["0"]["figures"].get(floor, {}).get("median")
         alone_n = summary[at]["figures"].get(floor, {}).get("median")
         own_0 = summary["0"]["figures"].get(f"{command}.wall_s", {}).get("median")
+        own_n = summary[at]["figures"].get(f"{command}.wall_s", {}).get("median")
         if None in (alone_0, alone_n, own_0) or not alone_0:
             continue
-        lines.append(f"floor at N={at}: libvirt alone's {what} of the same containers took "
-                     f"{alone_n - alone_0:+.2f} s more than at N=0 ({alone_n / alone_0:.2f}x); {command} within "
-                     f"{limit}x of the empty host may grow by {(limit - 1) * own_0:.2f} s in all")
+        line = (f"floor at N={at}: libvirt alone's {what} of the same containers took "
+                f"{alone_n - alone_0:+.2f} s more than at N=0 ({alone_n / alone_0:.2f}x); {command} within "
+                f"{limit}x of the empty host may grow by {(limit - 1) * own_0:.2f} s in all")
+        if own_n is not None:
+            # What the command's own steps add to libvirt's growth: the part lxcforge can change.
+            grew = own_n - own_0
+            line += f"; it grew by {grew:+.2f} s, {grew - (alone_n - alone_0):+.2f} s beyond libvirt alone's"
+        lines.append(line)
     return lines
 
 

@@ -373,6 +373,7 @@ def test_ops_floor_line_compares_libvirt_alone_with_the_growth_new_is_allowed() 
     lines = ops.table_lines(summary, [], {"cpu_model": "x", "cores": 2, "kernel": "k"}, 20)
     floor = [line for line in lines if line.startswith("floor at N=1000")]
     assert floor and "+0.80 s" in floor[0] and "1.80x" in floor[0] and "grow by 0.60 s" in floor[0]
+    assert "it grew by +1.00 s, +0.20 s beyond libvirt alone's" in floor[0]  # new: 2.0 -> 3.0 s
     # Without --libvirt-alone: neither its rows nor the floor line.
     plain = ops.table_lines(ops.summarise([ops_record("0", 1, 2.0, 1.0, 0.2, 0.15),
                                            ops_record("1000", 1, 3.0, 1.0, 0.2, 0.15)]),
