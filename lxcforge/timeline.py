@@ -85,10 +85,13 @@ def host_facts(proc: Path = Path("/proc")) -> HostFacts:
     model = next((cpuinfo[k] for k in ("model name", "Hardware", "Processor", "cpu model", "cpu") if cpuinfo.get(k)),
                  "unknown")
     # Virtual machines often show a generic name ("Intel(R) Xeon(R) Processor") for CPUs of
-    # different generations and speeds: the x86 signature and clock tell those hosts apart.
-    if cpuinfo.get("cpu family") and cpuinfo.get("model") and model != "unknown":
-        mhz = _float(cpuinfo.get("cpu MHz", ""))
-        model += f" (family {cpuinfo['cpu family']} model {cpuinfo['model']}" + (f", {mhz:.0f} MHz)" if mhz else ")")
+    # different generations and speeds: the x86 signature tells those hosts apart. (Not the
+    # clock: on hosts that scale it, cpuinfo's figure changes from one reading to the next.)
+    if cpuinfo.get("cpu family") and cpuinfo.get("model"):
+        signature = f"family {cpuinfo['cpu family']} model {cpuinfo['model']}"
+        if cpuinfo.get("stepping"):
+            signature += f" stepping {cpuinfo['stepping']}"
+        model = f"{model} ({signature})" if model != "unknown" else f"x86 ({signature})"
     return HostFacts(
         cpu_model=model,
         cores=os.cpu_count() or 0,

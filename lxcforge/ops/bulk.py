@@ -28,10 +28,10 @@ from lxcforge.virt import DomainInfo, ThreadConnections, Virt
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
-# While containers wait for their leases, new looks at the lease table this often: the last
-# lease is seen on average half of it after dnsmasq granted it, the wait a user reads. One
-# look is a stat of libvirt's status file, and a read of it where it changed (~1 ms with a
-# thousand leases), for the whole batch.
+# While containers wait for their leases, new looks at the lease table this often (where it
+# is a local file): the last lease is seen on average half of it after dnsmasq granted it,
+# the wait a user reads. One look, for the whole batch, is a stat of libvirt's status file
+# and, where it changed, a search of it for the waiting MACs (Virt._status_leases).
 LEASE_POLL_SECONDS = 0.05
 INTERRUPTED = "interrupted: not made, or undone"
 NOT_BEGUN = "interrupted: not begun"
@@ -343,7 +343,7 @@ def _run_creations(
                         journal.emit(pool.root, "reserved", name, ip=reserved[name][0].ip,
                                      network=assignment[name])
                         futures[executor.submit(creator.create, name, assignment[name], reserved[name])] = name
-                poll = LEASE_POLL_SECONDS if waiting else POLL_SECONDS
+                poll = LEASE_POLL_SECONDS if waiting and virt.leases_are_local else POLL_SECONDS
                 if futures:
                     done, _ = wait(list(futures), timeout=poll, return_when=FIRST_COMPLETED)
                 else:

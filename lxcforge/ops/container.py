@@ -584,7 +584,7 @@ def start(settings: Settings, name: str, *, wait: bool = True, timeout: float = 
             leased = True
         # Without a lease known to be this run's, the check gets its usual settle time (it ends
         # as soon as libvirt knows the init pid).
-        repaired += repair.ensure_managed(virt, name, settle=repair.LEASED_SETTLE_SECONDS if fresh else None)
+        repaired += repair.ensure_managed(virt, name, settle=0.0 if fresh else None)
         return dataclasses.replace(describe(virt, settings, name), repaired=repaired,
                                    leased=leased if leased else None)
 

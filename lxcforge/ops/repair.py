@@ -40,8 +40,9 @@ ATTEMPTS = 2
 # returning (measured 0.1-4 ms idle); allow for a loaded host before calling it lost.
 SETTLE_SECONDS = 3.0
 # Once a container holds its address it has booted far enough that its init event is due; a
-# lease seen within tens of ms of dnsmasq's grant may still beat a busy libvirtd's handling
-# of that event, so the check waits this much (returning as soon as libvirt knows the pid).
+# lease new sees within tens of ms of dnsmasq's grant (bulk.LEASE_POLL_SECONDS) may still beat
+# a busy libvirtd's handling of that event, so new's check waits this much (returning as soon
+# as libvirt knows the pid). start, which looks every 200 ms, checks at once.
 LEASED_SETTLE_SECONDS = 0.3
 UNMANAGED = "running, but libvirt does not know its init pid"
 FIX = "lxcforge gc (stops it hard and starts it again)"
@@ -145,7 +146,7 @@ def repair(virt: Virt, name: str) -> None:
 def ensure_managed(virt: Virt, name: str, settle: float | None = None) -> int:
     """Confirm a just-started container is fully managed; repair it if not. Returns the
     number of repairs (0 almost always). settle: how long a missing pid may still be on its
-    way (LEASED_SETTLE_SECONDS once the container has booted far enough to take its address)."""
+    way (short once the container has booted far enough to take its address)."""
     if wait_known(virt, name, settle) is not False:
         return 0
     repair(virt, name)

@@ -236,6 +236,46 @@ def test_a_wait_for_some_leases_parses_only_their_entries(tmp_path: Path, monkey
         ("02:4c:46:00:00:01", "10.0.0.2"), ("02:4c:46:00:00:02", "10.0.0.3"), ("02:4c:46:00:00:06", "10.0.0.6")]
 
 
+def test_a_waits_looks_at_an_unchanged_lease_file_do_not_read_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """new looks every 50 ms while its containers wait: once the file has settled, a look
+    that finds the same file and asks for the same MACs (or fewer) costs a stat."""
+    import json
+
+    from lxcforge import virt
+
+    monkeypatch.setattr(virt, "DNSMASQ_STATE_DIR", tmp_path)
+    searched: list[set[str]] = []
+    real = virt._parse_status_of
+    monkeypatch.setattr(virt, "_parse_status_of", lambda data, macs: (searched.append(set(macs)), real(data, macs))[1])
+
+    def write(*ips: str, age_ns: int = 2 * virt.STATUS_SETTLED_NS) -> None:
+        (tmp_path / "new").write_text(json.dumps(
+            [{"ip-address": ip, "mac-address": f"02:4c:46:00:00:0{i}", "expiry-time": 4102444800}
+             for i, ip in enumerate(ips, 1)], indent=4))
+        (tmp_path / "new").rename(tmp_path / "br0.status")
+        os.utime(tmp_path / "br0.status", ns=(0, time.time_ns() - age_ns))
+
+    both, first = ["02:4c:46:00:00:01", "02:4c:46:00:00:02"], ["02:4c:46:00:00:01"]
+    with virt.Virt("test:///default") as connection:
+        connection.uri = "lxc:///"
+        connection._bridges["lab"] = "br0"
+        write("10.0.0.2")
+        for _ in range(3):
+            assert [lease.ip for lease in connection.leases("lab", macs=both)] == ["10.0.0.2"]
+        assert [lease.ip for lease in connection.leases("lab", macs=first)] == ["10.0.0.2"]
+        assert len(searched) == 1  # one read for four looks
+        connection.leases("lab", macs=["02:4c:46:00:00:03"])  # a MAC not asked about: read
+        assert len(searched) == 2
+        write("10.0.0.2", "10.0.0.3")  # the helper replaced it: read
+        assert [lease.ip for lease in connection.leases("lab", macs=both)] == ["10.0.0.2", "10.0.0.3"]
+        assert len(searched) == 3
+        write("10.0.0.2", "10.0.0.4", age_ns=0)  # this fresh: read at every look until settled
+        connection.leases("lab", macs=both)
+        connection.leases("lab", macs=both)
+        assert len(searched) == 5
+
+
 def test_a_switch_whose_shell_lags_writes_in_the_caller_instead_of_waiting(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "sys" / "net" / "ipv6" / "conf"

@@ -57,6 +57,18 @@ def test_a_pid_a_few_ms_behind_the_lease_is_waited_for_not_repaired() -> None:
     virt = ScriptedVirt([set(), set(), set(), {1}])
     assert repair.ensure_managed(virt, "nosuch-web1", settle=repair.LEASED_SETTLE_SECONDS) == 0  # type: ignore[arg-type]
     assert "destroy" not in virt.calls
+    # One libvirt has lost for good is still repaired once the short wait is over.
+    lost = LostUntilRestarted([set()])
+    assert repair.ensure_managed(lost, "nosuch-web1", settle=repair.LEASED_SETTLE_SECONDS) == 1  # type: ignore[arg-type]
+    assert lost.calls[-3:] == ["destroy", "start", "ask"]
+
+
+class LostUntilRestarted(ScriptedVirt):
+    """No init pid until a forced restart; known after it."""
+
+    def init_namespaces(self, name: str) -> set[int] | None:
+        self.calls.append("ask")
+        return {1} if "start" in self.calls else set()
 
 
 def test_a_stopped_container_needs_no_repair() -> None:
