@@ -91,10 +91,9 @@ class Virt:
         self.uri = uri
         self._networks: dict[str, libvirt.virNetwork] = {}
         self._bridges: dict[str, str] = {}
-        # Each lease status file as last parsed, by bridge (see _status_leases): whole, and
-        # for the MACs a wait last asked about.
-        self._status_cache: dict[str, tuple[tuple[int, int, int], list[Lease] | None]] = {}
-        self._status_picked: dict[str, tuple[tuple[int, int, int], frozenset[str], list[Lease] | None]] = {}
+        # Each lease status file as last read, by bridge (see _status_leases): its identity,
+        # the MACs searched for (None: parsed whole) and what that found.
+        self._status_cache: dict[str, tuple[tuple[int, int, int], frozenset[str] | None, list[Lease] | None]] = {}
         # A domain handle one step leaves for the next (see _dom).
         self._handed_on: dict[str, libvirt.virDomain] = {}
         # (persistent, active) of each network, asked once per connection (see network()).
@@ -288,8 +287,9 @@ class Virt:
         self._update_dhcp_host(network, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, host_xml, live)
 
     @property
-    def leases_are_local(self) -> bool:
-        """Whether leases() reads a local file (a look costs a stat) or asks libvirtd."""
+    def is_local(self) -> bool:
+        """The local driver: libvirt's own files (domain status, lease tables) can be read
+        here instead of asking libvirtd."""
         return self.uri in LOCAL_URIS
 
     def leases(self, network: str, *, macs: Collection[str] | None = None,
@@ -301,7 +301,7 @@ class Virt:
         leases, and new asks every 50 ms while containers boot."""
         wanted = None if macs is None else {mac.lower() for mac in macs}
         found = None
-        if not from_libvirt and self.uri in LOCAL_URIS:
+        if not from_libvirt and self.is_local:
             found = self._status_leases(network, wanted)
         if found is None:
             net = self._net(network)
@@ -335,25 +335,22 @@ class Virt:
                 # granularity could reuse the inode and the size.
                 settled = time.time_ns() - st.st_mtime_ns > STATUS_SETTLED_NS
                 cached = self._status_cache.get(bridge)
-                if cached is None or cached[0] != key:
-                    picked = self._status_picked.get(bridge)
-                    if macs is not None and picked is not None and picked[0] == key and macs <= picked[1]:
-                        cached = (key, picked[2])  # a wait's next look at an unchanged file
-                    elif macs is not None:
-                        # Changed since it was parsed whole: only the wanted entries.
-                        cached = (key, _parse_status_of(file.read(), macs))
-                        if settled:
-                            self._status_picked[bridge] = (key, frozenset(macs), cached[1])
+                # Reused for the same file where it was parsed whole, or searched for these MACs
+                # (a wait's next look); otherwise a search for the wanted entries only.
+                if cached is None or cached[0] != key or not (
+                        cached[1] is None or macs is not None and macs <= cached[1]):
+                    if macs is not None:
+                        cached = (key, frozenset(macs), _parse_status_of(file.read(), macs))
                     else:
-                        cached = (key, _parse_status(file.read()))
-                        if settled:
-                            self._status_cache[bridge] = cached
+                        cached = (key, None, _parse_status(file.read()))
+                    if settled:
+                        self._status_cache[bridge] = cached
         except (OSError, ValueError):
             return None
-        if cached[1] is None:
+        if cached[2] is None:
             return None
         now = time.time()
-        return [lease for lease in cached[1] if not (lease.expiry and lease.expiry < now)]
+        return [lease for lease in cached[2] if not (lease.expiry and lease.expiry < now)]
 
     # -- domains --------------------------------------------------------------------------
     def _dom(self, name: str, *, handed_on: bool = False) -> libvirt.virDomain:
@@ -465,7 +462,7 @@ class Virt:
         the pid is read where libvirt saves it right after learning it (the init element of
         the domain's status file; virLXCProcessMonitorInitNotify), without two round trips
         through libvirtd (~25 ms under load with 1000 containers running)."""
-        if self.uri in LOCAL_URIS and not from_libvirt:
+        if self.is_local and not from_libvirt:
             pid = _status_init_pid(name)
             if pid is not None:
                 return _init_namespaces(pid)
@@ -475,7 +472,7 @@ class Virt:
         """The host ends of a running domain's network interfaces (the target devices libvirt
         named), from its status file locally, else from its live definition; none where
         neither can be read (gone meanwhile): for best-effort steps after a start."""
-        status = _libvirt_file(LXC_STATE_DIR, name) if self.uri in LOCAL_URIS else None
+        status = _libvirt_file(LXC_STATE_DIR, name) if self.is_local else None
         xml = _domain_of_status(status) if status is not None else None
         if xml is None:
             try:
@@ -608,7 +605,7 @@ class Virt:
         _saved_domain; the same definition, laid out a little differently): one lookup
         instead of three calls."""
         dom = self._dom(name)
-        if from_files and self.uri in LOCAL_URIS:
+        if from_files and self.is_local:
             uuid = dom.UUIDString()
             saved = _saved_domain(name, uuid)
             if saved is not None:
@@ -650,7 +647,7 @@ class Virt:
             def state_of(dom: libvirt.virDomain) -> str:
                 uuid = dom.UUIDString()
                 return "paused" if uuid in paused else "running" if uuid in active else "shut off"
-        from_files = from_files and self.uri in LOCAL_URIS
+        from_files = from_files and self.is_local
 
         def info(dom: libvirt.virDomain) -> DomainInfo | None:
             uuid, name = dom.UUIDString(), dom.name()
@@ -678,7 +675,7 @@ class Virt:
 
     def running_init_namespaces(self, skip: Iterable[str] = ()) -> dict[str, set[int]]:
         """init_namespaces of every running domain but those in skip, a few calls at a time."""
-        local = self.uri in LOCAL_URIS
+        local = self.is_local
 
         def one(dom: libvirt.virDomain) -> tuple[str, set[int] | None]:
             pid = _status_init_pid(dom.name()) if local else None

@@ -343,7 +343,7 @@ def _run_creations(
                         journal.emit(pool.root, "reserved", name, ip=reserved[name][0].ip,
                                      network=assignment[name])
                         futures[executor.submit(creator.create, name, assignment[name], reserved[name])] = name
-                poll = LEASE_POLL_SECONDS if waiting and virt.leases_are_local else POLL_SECONDS
+                poll = LEASE_POLL_SECONDS if waiting and virt.is_local else POLL_SECONDS
                 if futures:
                     done, _ = wait(list(futures), timeout=poll, return_when=FIRST_COMPLETED)
                 else:
